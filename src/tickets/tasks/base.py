@@ -1,0 +1,98 @@
+"""The Task interface shared by image and text tasks, so one training loop serves both.
+
+A Task owns its data splits (in memory, already subset), how a model is called on a batch, the loss, and the
+metrics. Batches are plain dicts of tensors:
+
+- image tasks: ``{"x": float32 N×C×H×W in [0, 1], "y": int64 N}``
+- text tasks:  ``{"input_ids", "attention_mask", ["token_type_ids"], "labels"}`` (int64; float for regression)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol
+
+import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
+
+
+class Split(Protocol):
+    """One split held in memory. ``batches`` is deterministic given the generator."""
+
+    def __len__(self) -> int: ...
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        augment: bool = False,
+        drop_last: bool = False,
+    ) -> Iterator[Batch]: ...
+
+    def limit(self, n: int | None) -> "Split":
+        """The first ``n`` examples (in the split's fixed order), or self when n is None."""
+        ...
+
+
+class Metric(Protocol):
+    """Accumulates over evaluation batches; ``compute`` returns name → value (higher is better unless the
+    name ends in ``loss`` or is ``perplexity``)."""
+
+    def update(self, outputs: torch.Tensor, batch: Batch) -> None: ...
+
+    def compute(self) -> dict[str, float]: ...
+
+
+@dataclass
+class Task:
+    """A downstream task: splits + head size + loss + metrics.
+
+    ``train`` is what is fine-tuned on (after the ``train_size`` subset and after carving ``val``);
+    ``val`` is carved from train and used for model selection; ``test`` is the reported split
+    (the official test set for images, GLUE dev for text).
+    """
+
+    name: str
+    kind: str  # "image" | "text" | "mlm"
+    num_outputs: int  # classes; 1 for regression; vocabulary size for MLM
+    train: Split
+    val: Split
+    test: Split
+    primary_metric: str  # key of Metric.compute() used for model selection and reports
+    new_metric: Callable[[], Metric]
+    loss_fn: Callable[[torch.Tensor, Batch], torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)  # provenance: files, sizes, label names
+
+    def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Call ``model`` on ``batch`` and return its outputs (logits / predictions)."""
+        if self.kind == "image":
+            return model(batch["x"])
+        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        out = model(**inputs)
+        return out.logits if hasattr(out, "logits") else out
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.loss_fn(outputs, batch)
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "val", "test"):
+            from tickets.errors import TicketsError
+
+            raise TicketsError(f"unknown split {name!r}: choose one of train, val, test")
+        return getattr(self, name)
+
+
+@dataclass
+class DataConfig:
+    """How much of a task's data to use and how to feed it."""
+
+    train_size: int | None = None  # seeded subset of the training split (before carving val); None = all
+    val_fraction: float = 0.1  # fraction of the (subset) training split carved off for model selection
+    val_size: int | None = None  # exact validation size; overrides val_fraction when set
+    limit: int | None = None  # first N examples of val and test (fixed order), for quick evaluation
+    augment: bool = True  # random crop + flip (images, where the task allows flips)
+    max_length: int | None = None  # text: max tokens per example (None: the task's default)

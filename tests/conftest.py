@@ -1,0 +1,32 @@
+"""Shared fixtures. Tests needing ../shared skip when it is absent, and fail under TICKETS_REQUIRE_DATA=1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def _require(path: Path, what: str) -> Path:
+    if path.exists():
+        return path
+    msg = f"{what} not found at {path} (set TICKETS_DATA / TICKETS_MODELS or place ../shared beside the repo)"
+    if os.environ.get("TICKETS_REQUIRE_DATA") == "1":
+        pytest.fail(msg + "; TICKETS_REQUIRE_DATA=1 makes this a failure")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real-data root (…/shared/data)."""
+    return _require(Path(os.environ.get("TICKETS_DATA", SHARED / "data")), "shared data")
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> Path:
+    """The pre-trained weights root (…/shared/models)."""
+    return _require(Path(os.environ.get("TICKETS_MODELS", SHARED / "models")), "shared models")
