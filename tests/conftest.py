@@ -30,3 +30,10 @@ def shared_data() -> Path:
 def shared_models() -> Path:
     """The pre-trained weights root (…/shared/models)."""
     return _require(Path(os.environ.get("TICKETS_MODELS", SHARED / "models")), "shared models")
+
+
+def pytest_configure(config):
+    """One intra-op thread: the test models are tiny, and on a 2-core machine extra threads only contend."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("TICKETS_TEST_THREADS", "1")))

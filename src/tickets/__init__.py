@@ -1,0 +1,44 @@
+"""tickets: find, transfer and stress-test lottery tickets in pre-trained models.
+
+The Python API mirrors the CLI::
+
+    import tickets
+    result = tickets.find_tickets(tickets.FindConfig(model="resnet20-cifar10", task="cifar10"), out="runs")
+    ticket = tickets.load_ticket(result.levels[3]["ticket"])
+    tickets.transfer(tickets.TransferConfig(model="resnet20-cifar10", task="cifar100", ticket=...), out="runs")
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Mask": "tickets.masks",
+    "PrunableSet": "tickets.masks",
+    "Ticket": "tickets.ticket",
+    "load_ticket": "tickets.ticket",
+    "save_ticket": "tickets.ticket",
+    "FindConfig": "tickets.config",
+    "TransferConfig": "tickets.config",
+    "TrainConfig": "tickets.config",
+    "ScheduleConfig": "tickets.config",
+    "AdversarialConfig": "tickets.config",
+    "DataConfig": "tickets.tasks.base",
+    "find_tickets": "tickets.find",
+    "transfer": "tickets.transfer",
+    "evaluate": "tickets.train",
+    "fine_tune": "tickets.train",
+    "load_model": "tickets.models",
+    "load_task": "tickets.tasks",
+    "from_module": "tickets.models.base",
+    "TicketsError": "tickets.errors",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    """Import submodules on first use, so `import tickets` stays fast and needs no optional dependency."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tickets' has no attribute {name!r}")

@@ -1,0 +1,89 @@
+"""`tickets eval`: score a pre-trained or fine-tuned model, optionally under a ticket, on one split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tickets.errors import TicketsError
+from tickets.prepare import prepare
+from tickets.tasks.base import DataConfig
+from tickets.ticket import load_ticket
+from tickets.train import evaluate, resolve_device
+
+
+def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A fine-tuned state dict from a safetensors file (never a pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise TicketsError(f"weights file {str(p)!r} not found: pass the model.safetensors of a transfer run")
+    try:
+        return load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TicketsError(f"weights file {p} is not a readable safetensors file ({exc}): rerun transfer "
+                           "with --save-weights") from None
+
+
+def evaluate_model(
+    model: str,
+    task: str,
+    *,
+    split: str = "test",
+    ticket: str | Path | None = None,
+    weights: str | Path | None = None,
+    data: DataConfig | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    data_root: str | Path | None = None,
+    model_root: str | Path | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> dict:
+    """Metrics of ``model`` on ``task``/``split``.
+
+    Without ``weights`` the shipped head is used, which only makes sense on the model's own label space;
+    with ``weights`` (a fine-tuned model.safetensors) a head of the task's size is built and loaded.
+    """
+    data = data or DataConfig(augment=False)
+    head = "fresh" if weights else "pretrained"
+    prepared = prepare(model, task, head=head, seed=seed, data=data, data_root=data_root, model_root=model_root)
+    if weights:
+        state = load_weights_file(weights)
+        missing = set(prepared.model.state_dict()) - set(state)
+        unexpected = set(state) - set(prepared.model.state_dict())
+        if missing or unexpected:
+            name = sorted(missing or unexpected)[0]
+            raise TicketsError(f"weights file {weights} does not fit {model} on {task} (e.g. {name!r}): "
+                               "evaluate with the model and task it was trained for")
+        prepared.model.load_state_dict(state)
+    mask = None
+    if ticket:
+        mask = load_ticket(ticket).mask
+        mask.check(prepared.model)
+    dev = resolve_device(device)
+    metrics = evaluate(prepared.model, prepared.task, split, device=dev, batch_size=batch_size, limit=data.limit,
+                       mask=mask, progress=progress)
+    metrics["split"] = split
+    metrics["task"] = prepared.task.name
+    metrics["model"] = prepared.model_id
+    metrics["primary_metric"] = prepared.task.primary_metric
+    if mask is not None:
+        metrics["sparsity"] = mask.sparsity
+    return metrics
+
+
+def format_metrics(m: dict) -> str:
+    """One line: "resnet20-cifar10 on cifar10/test (10000 examples): accuracy 91.73%"."""
+    keys = [k for k in m if isinstance(m[k], float) and k not in ("sparsity",)]
+    parts = []
+    for k in [m["primary_metric"]] + [k for k in keys if k != m["primary_metric"]]:
+        v = m[k]
+        pct = k in ("accuracy", "f1", "masked_accuracy") or k.endswith("accuracy")
+        parts.append(f"{k} {v:.2%}" if pct else f"{k} {v:.4f}")
+    where = f"{m['model']} on {m['task']}/{m['split']} ({m['examples']} examples"
+    where += f", ticket {m['sparsity']:.2%} sparse)" if "sparsity" in m else ")"
+    return f"{where}: " + ", ".join(parts)

@@ -1,0 +1,430 @@
+"""Which weights may be pruned (PrunableSet) and which of them are kept (Mask).
+
+A Mask is a plain dict of bool tensors keyed by parameter name (True = kept). It is applied by zeroing weights in
+place; there are no forward hooks or reparametrisations, so a masked model is an ordinary nn.Module.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from tickets.errors import TicketsError
+
+PRESETS = ("cnn", "cnn-all", "all", "bert")
+
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# Task heads are never part of the "bert" preset, whatever the structure search finds.
+_HEAD_NAMES = frozenset(
+    {"classifier", "cls", "lm_head", "pre_classifier", "qa_outputs", "vocab_transform", "vocab_projector", "score"}
+)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# PrunableSet
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrunableSet:
+    """The parameters a ticket may prune: a preset resolved against a model, plus include/exclude regexes.
+
+    Regexes are matched with ``re.fullmatch`` against names from ``model.named_parameters()``; ``include`` adds
+    names to the preset's set, ``exclude`` removes names and is applied last. ``preset=None`` starts from nothing
+    (only ``include`` counts).
+
+    CLI syntax (``PrunableSet.parse``): comma-separated items, each ``PRESET`` (or ``preset=PRESET``),
+    ``include=REGEX`` or ``exclude=REGEX``; items may repeat and ``none`` means no preset. Examples::
+
+        cnn
+        all,exclude=fc\\..*
+        none,include=layer[0-9]+\\..*\\.weight
+        bert,exclude=.*pooler.*,exclude=.*\\.11\\..*
+
+    A regex may contain commas (``a{1,3}``): the text is split only before ``include=``, ``exclude=`` and
+    ``preset=``. Without a preset item the preset is ``all``.
+    """
+
+    preset: str | None = "all"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Normalise lists (from YAML / JSON) to tuples so the set stays hashable, and fail early on bad input.
+        object.__setattr__(self, "include", tuple(self.include))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        if self.preset is not None and self.preset not in PRESETS:
+            raise TicketsError(
+                f"unknown prunable preset {self.preset!r}: choose one of {', '.join(PRESETS)} (or none with include=)"
+            )
+        for pattern in self.include + self.exclude:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise TicketsError(f"bad prunable regex {pattern!r} ({err}): fix the regular expression") from None
+
+    # -- resolution ---------------------------------------------------------------------------------------------
+
+    def resolve(self, model: nn.Module) -> list[str]:
+        """Parameter names to prune, in ``named_parameters`` order. TicketsError if nothing is selected."""
+        all_names = [name for name, _ in model.named_parameters()]
+        selected = set(_preset_names(self.preset, model)) if self.preset is not None else set()
+        for pattern in self.include:
+            selected.update(n for n in all_names if re.fullmatch(pattern, n))
+        for pattern in self.exclude:
+            selected = {n for n in selected if not re.fullmatch(pattern, n)}
+        names = [n for n in all_names if n in selected]
+        if not names:
+            raise TicketsError(
+                f"prunable set {self.to_text()!r} selects no parameters of {type(model).__name__}: "
+                "choose another preset or loosen include/exclude (parameter names are as in model.named_parameters())"
+            )
+        return names
+
+    # -- (de)serialisation --------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {"preset": self.preset, "include": list(self.include), "exclude": list(self.exclude)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PrunableSet:
+        unknown = set(d) - {"preset", "include", "exclude"}
+        if unknown:
+            raise TicketsError(f"unknown prunable-set keys {sorted(unknown)}: use only preset, include, exclude")
+        return cls(
+            preset=d.get("preset", "all"),
+            include=tuple(d.get("include", ())),
+            exclude=tuple(d.get("exclude", ())),
+        )
+
+    def to_text(self) -> str:
+        """The CLI form; ``PrunableSet.parse(s.to_text()) == s``."""
+        items = [self.preset if self.preset is not None else "none"]
+        items += [f"include={p}" for p in self.include]
+        items += [f"exclude={p}" for p in self.exclude]
+        return ",".join(items)
+
+    @classmethod
+    def parse(cls, text: str) -> PrunableSet:
+        """Parse the CLI syntax described in the class docstring."""
+        if not text or not text.strip():
+            raise TicketsError("empty prunable set: give a preset (" + ", ".join(PRESETS) + "), e.g. --prunable cnn")
+        preset: str | None = "all"
+        include: list[str] = []
+        exclude: list[str] = []
+        for item in re.split(r",(?=\s*(?:include|exclude|preset)=)", text.strip()):
+            item = item.strip()
+            key, sep, value = item.partition("=")
+            if not sep:
+                key, value = "preset", item
+            if key == "preset":
+                preset = None if value.lower() == "none" else value
+            elif key == "include":
+                include.append(value)
+            elif key == "exclude":
+                exclude.append(value)
+            else:
+                raise TicketsError(
+                    f"bad prunable item {item!r} in {text!r}: use PRESET, include=REGEX or exclude=REGEX, "
+                    "comma-separated (e.g. 'all,exclude=fc\\..*')"
+                )
+        return cls(preset=preset, include=tuple(include), exclude=tuple(exclude))
+
+
+def _preset_names(preset: str, model: nn.Module) -> list[str]:
+    """Parameter names a preset selects (before include/exclude)."""
+    params = dict(model.named_parameters())
+    if preset in ("cnn", "cnn-all"):
+        convs = [_weight_name(p) for p, m in model.named_modules() if isinstance(m, _CONV_TYPES)]
+        convs = [n for n in convs if n in params]
+        return convs[1:] if preset == "cnn" else convs
+    if preset == "all":
+        layers = [_weight_name(p) for p, m in model.named_modules() if isinstance(m, _CONV_TYPES + (nn.Linear,))]
+        return [n for n in layers if n in params]
+    if preset == "bert":
+        return [n for n in _bert_names(model) if n in params]
+    raise TicketsError(f"unknown prunable preset {preset!r}: choose one of {', '.join(PRESETS)}")
+
+
+def _weight_name(prefix: str) -> str:
+    return f"{prefix}.weight" if prefix else "weight"
+
+
+def _is_head_path(path: str) -> bool:
+    return any(part in _HEAD_NAMES for part in path.split("."))
+
+
+def _linears(module: nn.Module, prefix: str) -> list[str]:
+    """Weight names of the nn.Linear layers under ``module`` (whose own path is ``prefix``)."""
+    out = []
+    for sub_path, sub in module.named_modules(prefix=prefix):
+        if isinstance(sub, nn.Linear) and not _is_head_path(sub_path):
+            out.append(_weight_name(sub_path))
+    return out
+
+
+def _bert_names(model: nn.Module) -> list[str]:
+    """Linear weights of the transformer-block stack plus the pooler dense, found from the module structure.
+
+    The block stack is the nn.ModuleList (outside any task head) whose children each contain nn.Linear layers and
+    that holds the most Linear weights in all: ``encoder.layer`` in BERT/RoBERTa, ``transformer.layer`` in
+    DistilBERT, whatever the depth or width.
+    """
+    best_path, best_names = None, []
+    for path, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0 or _is_head_path(path):
+            continue
+        per_child = [_linears(child, f"{path}.{i}" if path else str(i)) for i, child in enumerate(module)]
+        if not all(per_child):
+            continue
+        names = [n for child_names in per_child for n in child_names]
+        if len(names) > len(best_names):
+            best_path, best_names = path, names
+    if best_path is None:
+        raise TicketsError(
+            f"preset 'bert' found no transformer-block stack (an nn.ModuleList of layers with nn.Linear) in "
+            f"{type(model).__name__}: use preset 'all' with include=/exclude= regexes instead"
+        )
+    pooler = [
+        _weight_name(path)
+        for path, m in model.named_modules()
+        if isinstance(m, nn.Linear) and "pooler" in path.split(".") and not _is_head_path(path)
+    ]
+    return best_names + [n for n in pooler if n not in best_names]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Mask
+# --------------------------------------------------------------------------------------------------------------
+
+
+class Mask:
+    """Parameter name → bool tensor of the parameter's shape (True = kept, False = pruned).
+
+    The mask covers exactly the prunable set, so ``sparsity`` is over the prunable set; ``report(model)`` also gives
+    the whole-model figure. Bool tensors passed in are not copied (use ``clone()``); 0/1 tensors of other dtypes are
+    converted.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self._tensors: dict[str, torch.Tensor] = {}
+        for name, value in tensors.items():
+            if not isinstance(name, str) or not name:
+                raise TicketsError(f"bad mask tensor name {name!r}: names are non-empty parameter names")
+            t = torch.as_tensor(value)
+            if t.dtype != torch.bool:
+                if t.numel() and not bool(((t == 0) | (t == 1)).all()):
+                    raise TicketsError(
+                        f"mask tensor {name!r} has values other than 0 and 1: it is not a mask (pass kept=1, pruned=0)"
+                    )
+                t = t != 0
+            self._tensors[name] = t
+
+    @classmethod
+    def ones_like(cls, model: nn.Module, names: list[str]) -> Mask:
+        """A dense mask (everything kept) over ``names``, on the parameters' devices."""
+        params = dict(model.named_parameters())
+        for name in names:
+            if name not in params:
+                raise TicketsError(
+                    f"{name!r} is not a parameter of {type(model).__name__}: "
+                    "resolve names with PrunableSet.resolve(model)"
+                )
+        return cls({n: torch.ones_like(params[n], dtype=torch.bool) for n in names})
+
+    # -- dict-like ---------------------------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tensors)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._tensors[name]
+
+    def items(self):
+        return self._tensors.items()
+
+    def keys(self):
+        return self._tensors.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tensors
+
+    def __repr__(self) -> str:
+        return f"Mask({len(self)} tensors, {self.num_total} weights, sparsity {self.sparsity:.4f})"
+
+    # -- counts ------------------------------------------------------------------------------------------------
+
+    @property
+    def num_total(self) -> int:
+        return sum(t.numel() for t in self._tensors.values())
+
+    @property
+    def num_kept(self) -> int:
+        return sum(int(t.sum()) for t in self._tensors.values())
+
+    @property
+    def num_pruned(self) -> int:
+        return self.num_total - self.num_kept
+
+    @property
+    def sparsity(self) -> float:
+        """Pruned fraction of the prunable set (not of the whole model: see ``report``)."""
+        total = self.num_total
+        return self.num_pruned / total if total else 0.0
+
+    @property
+    def density(self) -> float:
+        return 1.0 - self.sparsity
+
+    def per_tensor_sparsity(self) -> dict[str, float]:
+        return {n: (t.numel() - int(t.sum())) / t.numel() if t.numel() else 0.0 for n, t in self._tensors.items()}
+
+    def report(self, model: nn.Module | None = None) -> dict[str, Any]:
+        """Sparsity figures, each saying its denominator.
+
+        ``prunable``: over the prunable set (the mask's tensors), total and per tensor. ``model``: pruned weights
+        over all parameters of ``model`` (None without a model), which is what a whole-model sparsity means.
+        """
+        per_tensor = {}
+        for name, t in self._tensors.items():
+            kept = int(t.sum())
+            per_tensor[name] = {
+                "shape": list(t.shape),
+                "total": t.numel(),
+                "kept": kept,
+                "pruned": t.numel() - kept,
+                "sparsity": (t.numel() - kept) / t.numel() if t.numel() else 0.0,
+            }
+        total = sum(v["total"] for v in per_tensor.values())
+        kept = sum(v["kept"] for v in per_tensor.values())
+        out: dict[str, Any] = {
+            "prunable": {
+                "denominator": f"prunable set ({len(self)} tensors, {total} weights)",
+                "tensors": len(self),
+                "total": total,
+                "kept": kept,
+                "pruned": total - kept,
+                "sparsity": (total - kept) / total if total else 0.0,
+                "per_tensor": per_tensor,
+            },
+            "model": None,
+        }
+        if model is not None:
+            self.check(model)
+            model_total = sum(p.numel() for p in model.parameters())
+            pruned = total - kept
+            out["model"] = {
+                "denominator": f"all parameters of the model ({model_total})",
+                "total": model_total,
+                "pruned": pruned,
+                "kept": model_total - pruned,
+                "sparsity": pruned / model_total if model_total else 0.0,
+                "prunable_fraction": total / model_total if model_total else 0.0,
+            }
+        return out
+
+    # -- applying ----------------------------------------------------------------------------------------------
+
+    def apply_(self, model: nn.Module) -> None:
+        """Zero the pruned weights of ``model`` in place (no autograd history, no hooks)."""
+        params = self._params(model)
+        with torch.no_grad():
+            for name, m in self._tensors.items():
+                p = params[name]
+                p.masked_fill_(~m.to(p.device), 0)
+
+    def mask_grads_(self, model: nn.Module) -> None:
+        """Zero the gradients of pruned weights in place, so an optimiser step leaves them where apply_ put them
+        (with weight decay / momentum, call apply_ after the step as well)."""
+        params = self._params(model)
+        with torch.no_grad():
+            for name, m in self._tensors.items():
+                grad = params[name].grad
+                if grad is not None:
+                    grad.masked_fill_(~m.to(grad.device), 0)
+
+    def check(self, model: nn.Module) -> None:
+        """TicketsError naming the first mask tensor that is missing from ``model`` or has another shape."""
+        self._params(model)
+
+    def _params(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        params = dict(model.named_parameters())
+        for name, m in self._tensors.items():
+            if name not in params:
+                hint = ""
+                if name.startswith("module.") and name[len("module."):] in params:
+                    hint = " (the mask has a DataParallel 'module.' prefix the model lacks)"
+                elif f"module.{name}" in params:
+                    hint = " (the model is wrapped in DataParallel; pass model.module)"
+                raise TicketsError(
+                    f"mask tensor {name!r} is not a parameter of {type(model).__name__}{hint}: "
+                    "use the model (and prunable set) the ticket was drawn for (see `tickets inspect FILE`)"
+                )
+            if tuple(params[name].shape) != tuple(m.shape):
+                raise TicketsError(
+                    f"mask tensor {name!r} has shape {tuple(m.shape)} but the model's parameter has shape "
+                    f"{tuple(params[name].shape)}: the ticket is for another architecture or width; "
+                    "use the model the ticket was drawn for (see `tickets inspect FILE`)"
+                )
+        return params
+
+    # -- set operations ----------------------------------------------------------------------------------------
+
+    def invert(self) -> Mask:
+        """The complement within the prunable set: kept ↔ pruned."""
+        return Mask({n: ~t for n, t in self._tensors.items()})
+
+    def iou(self, other: Mask) -> float:
+        """|kept ∩ kept'| / |kept ∪ kept'| over the whole prunable set (1.0 when both keep nothing)."""
+        self._same_layout(other)
+        inter = sum(int((t & other[n].to(t.device)).sum()) for n, t in self._tensors.items())
+        union = sum(int((t | other[n].to(t.device)).sum()) for n, t in self._tensors.items())
+        return inter / union if union else 1.0
+
+    def per_tensor_iou(self, other: Mask) -> dict[str, float]:
+        self._same_layout(other)
+        out = {}
+        for n, t in self._tensors.items():
+            o = other[n].to(t.device)
+            union = int((t | o).sum())
+            out[n] = int((t & o).sum()) / union if union else 1.0
+        return out
+
+    def _same_layout(self, other: Mask) -> None:
+        if set(self.names) != set(other.names):
+            missing = sorted(set(self.names) ^ set(other.names))
+            raise TicketsError(
+                f"masks cover different tensors (e.g. {missing[0]!r}): compare tickets drawn with the same prunable set"
+            )
+        for n, t in self._tensors.items():
+            if tuple(t.shape) != tuple(other[n].shape):
+                raise TicketsError(
+                    f"mask tensor {n!r} has shape {tuple(t.shape)} in one mask and {tuple(other[n].shape)} in the "
+                    "other: compare tickets of the same model"
+                )
+
+    def equal(self, other: Mask) -> bool:
+        """Same names (in any order), shapes and kept positions."""
+        return set(self.names) == set(other.names) and all(
+            tuple(t.shape) == tuple(other[n].shape) and torch.equal(t.cpu(), other[n].cpu())
+            for n, t in self._tensors.items()
+        )
+
+    # -- copies ------------------------------------------------------------------------------------------------
+
+    def to(self, device: torch.device | str) -> Mask:
+        return Mask({n: t.to(device) for n, t in self._tensors.items()})
+
+    def clone(self) -> Mask:
+        return Mask({n: t.clone() for n, t in self._tensors.items()})

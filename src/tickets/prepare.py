@@ -1,0 +1,105 @@
+"""Turn the names in a config into a ready model, task, prunable set and θ0 — the start of every verb."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tickets.masks import PrunableSet
+from tickets.models.base import ModelSpec
+from tickets.tasks.base import DataConfig, Task
+
+
+@dataclass
+class Prepared:
+    """Everything a verb needs, built once."""
+
+    spec: ModelSpec
+    task: Task
+    prunable: PrunableSet
+    names: list[str]  # the resolved prunable tensors, in model order
+    theta0: dict[str, torch.Tensor]  # full state dict after the head is fitted (CPU copies)
+    model_id: str  # registry name, or name@<digest of weights> for a module passed through the API
+
+    @property
+    def family(self) -> str:
+        """"bert" for transformer text models, "cnn" otherwise: picks training defaults."""
+        return "bert" if self.spec.prunable_preset == "bert" else "cnn"
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.spec.module
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Put ``state`` into the model in place (devices kept)."""
+        self.spec.module.load_state_dict(state)
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """Short sha256 over a state dict's names, shapes and bytes: identifies weights passed through the API."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def clone_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def prepare(
+    model: str | ModelSpec,
+    task: str | Task,
+    *,
+    head: str = "fresh",
+    seed: int = 0,
+    prunable: str | PrunableSet | None = None,
+    data: DataConfig | None = None,
+    data_root: str | Path | None = None,
+    model_root: str | Path | None = None,
+) -> Prepared:
+    """Load (or accept) the model and task, fit the head, resolve the prunable set and snapshot θ0."""
+    from tickets.models import load_model
+    from tickets.tasks import load_task
+
+    if isinstance(model, ModelSpec):
+        spec = copy.deepcopy(model)  # the caller's model stays untouched by head changes and training
+        model_id = f"{spec.name}@{state_digest(spec.module.state_dict())}"
+    else:
+        spec = load_model(model, model_root=model_root)
+        model_id = model
+    if not isinstance(task, str):
+        task_obj = task
+    else:
+        task_obj = load_task(task, model=spec, data_root=data_root, data=data or DataConfig(), seed=seed)
+    spec.adapt_to(task_obj, head, seed)
+    if isinstance(prunable, PrunableSet):
+        pset = prunable
+    else:
+        pset = PrunableSet.parse(prunable or spec.prunable_preset)
+    names = pset.resolve(spec.module)
+    heads = tuple(h + "." for h in spec.head)
+    names = [n for n in names if not n.startswith(heads)]  # heads are never pruned, whatever the patterns say
+    return Prepared(spec, task_obj, pset, names, clone_state(spec.module), model_id)
+
+
+def random_init_state(prepared: Prepared, seed: int) -> dict[str, torch.Tensor]:
+    """θ_init: every module re-initialised by its own ``reset_parameters`` from ``seed`` (random re-init)."""
+    module = prepared.spec.module
+    saved = clone_state(module)
+    devices = {k: v.device for k, v in module.state_dict().items()}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for sub in module.modules():
+            if hasattr(sub, "reset_parameters") and sub is not module:
+                sub.reset_parameters()
+    state = clone_state(module)
+    module.load_state_dict({k: v.to(devices[k]) for k, v in saved.items()})
+    return state

@@ -1,0 +1,144 @@
+"""Run directories named by a hash of their resolved config; atomic writes; an append-only JSONL log.
+
+Layout (one directory per resolved config)::
+
+    <out>/<kind>-<hash>/
+        config.yaml            the resolved config (the hash's input)
+        log.jsonl              one JSON object per event, appended and flushed as it happens
+        level-00/ ticket.safetensors  metrics.json  checkpoint.pt (while training)  DONE (written last)
+
+A level is finished when its DONE marker exists; reruns skip it. Everything is written to a temporary file in
+the same directory and renamed into place, so a killed run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from tickets.errors import TicketsError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def config_hash(config: dict) -> str:
+    """12 hex digits of sha256 over the canonical JSON of the config."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class RunDir:
+    """One run's directory. Creating it with the same config again returns the same directory (resume)."""
+
+    def __init__(self, out: str | os.PathLike, kind: str, config: dict):
+        self.config = config
+        self.hash = config_hash(config)
+        self.path = Path(out) / f"{kind}-{self.hash}"
+        self.path.mkdir(parents=True, exist_ok=True)
+        cfg_file = self.path / "config.yaml"
+        text = yaml.safe_dump(config, sort_keys=True)
+        if cfg_file.exists():
+            if yaml.safe_load(cfg_file.read_text()) != yaml.safe_load(text):
+                raise TicketsError(
+                    f"run directory {self.path} holds a different config: remove it or choose another --out"
+                )
+        else:
+            atomic_write_text(cfg_file, text)
+
+    # -- log ---------------------------------------------------------------------------------------------
+    def log(self, event: str, **fields: Any) -> None:
+        """Append one event to log.jsonl and flush it to disk now (incremental, crash-safe)."""
+        record = {"time": round(time.time(), 3), "event": event, **fields}
+        line = json.dumps(record, sort_keys=True, default=_json_default) + "\n"
+        with open(self.path / "log.jsonl", "a") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def events(self) -> list[dict]:
+        log = self.path / "log.jsonl"
+        if not log.exists():
+            return []
+        out = []
+        for line in log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a crash: ignore it
+                continue
+        return out
+
+    # -- levels ------------------------------------------------------------------------------------------
+    def level_dir(self, level: int) -> Path:
+        d = self.path / f"level-{level:02d}"
+        d.mkdir(exist_ok=True)
+        return d
+
+    def is_done(self, level: int) -> bool:
+        return (self.path / f"level-{level:02d}" / "DONE").exists()
+
+    def mark_done(self, level: int) -> None:
+        atomic_write_text(self.level_dir(level) / "DONE", "")
+
+    def checkpoint_path(self, level: int) -> Path:
+        return self.level_dir(level) / "checkpoint.pt"
+
+    def save_checkpoint(self, level: int, state: dict) -> None:
+        atomic_write(self.checkpoint_path(level), lambda tmp: torch.save(state, tmp))
+
+    def load_checkpoint(self, level: int) -> dict | None:
+        path = self.path / f"level-{level:02d}" / "checkpoint.pt"
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, weights_only=True, map_location="cpu")
+        except Exception:  # a checkpoint we cannot read is only lost time: start the level again
+            return None
+
+    def drop_checkpoint(self, level: int) -> None:
+        (self.path / f"level-{level:02d}" / "checkpoint.pt").unlink(missing_ok=True)

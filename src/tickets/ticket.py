@@ -1,0 +1,416 @@
+"""Tickets on disk: one safetensors file with bit-packed masks, metadata and a checksum; plus legacy readers.
+
+File layout (``format_version`` 1):
+
+* tensors ``mask::<name>``: uint8, ``np.packbits`` of the flattened bool mask (row-major, 1 bit per weight,
+  big-endian bit order, zero-padded to a whole byte);
+* tensors ``weight::<name>``: the ticket's weights, only when they are not θ0 (rewound or re-initialised);
+* header metadata (str → str): ``format`` = "tickets.ticket", ``format_version`` = "1",
+  ``names`` (JSON list, mask order), ``shapes`` (JSON object name → list of dims), ``weight_names`` (JSON list),
+  ``checksum`` = "sha256:<hex>" and one ``meta.<key>`` entry per ``Ticket.meta`` field, its value JSON-encoded.
+
+The checksum is sha256 over, for each mask in order, the name, the shape (JSON) and the packed bytes, then for
+each stored weight its name, dtype, shape and raw bytes; ``load_ticket`` recomputes and compares it. Files are
+written by a small deterministic writer (same ticket → same bytes; standard safetensors layout, read back with the
+safetensors library).
+
+``load_ticket`` also reads the torch.save files researchers have today, detected by content (never by extension)
+and loaded only with ``weights_only=True``: PyTorch-prune state dicts (``*.weight_mask`` keys, optional
+``module.`` prefix, possibly nested under ``state_dict`` and mixed with ``weight_orig`` etc., as saved by
+BERT-Tickets, CV_LTH_Pre-training, Double-Win-LTH) and open_lth ``mask.pth`` (a dict parameter name → int 0/1
+tensor).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+
+from tickets.errors import TicketsError
+from tickets.masks import Mask
+
+FORMAT = "tickets.ticket"
+FORMAT_VERSION = 1
+MASK_PREFIX = "mask::"
+WEIGHT_PREFIX = "weight::"
+META_PREFIX = "meta."
+LEGACY_PRUNE = "pytorch-prune"
+LEGACY_OPEN_LTH = "open_lth"
+
+# Meta fields written from the file itself (never from Ticket.meta).
+_FILE_FIELDS = ("format", "format_version", "checksum")
+# Order in which `describe` lists the common fields; others follow alphabetically.
+_META_ORDER = (
+    "model", "prunable", "source_task", "method", "scope", "level", "sparsity", "seed", "weights", "head_policy",
+)
+# Top-level keys under which training checkpoints nest their state dict.
+_NESTED_KEYS = ("state_dict", "model", "model_state_dict", "mask", "masks", "net")
+_PRUNE_SUFFIXES = (".weight_mask", ".bias_mask")
+
+
+@dataclass
+class Ticket:
+    """A mask over the prunable set, what it was drawn from (``meta``), and its weights when they are not θ0."""
+
+    mask: Mask
+    meta: dict = field(default_factory=dict)
+    weights: dict[str, torch.Tensor] | None = None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------------------------
+
+
+def save_ticket(path: str | os.PathLike, ticket: Ticket) -> None:
+    """Write ``ticket`` to ``path`` atomically (temp file in the same directory, then os.replace)."""
+    path = Path(path)
+    names = ticket.mask.names
+    shapes = {n: list(ticket.mask[n].shape) for n in names}
+    packed = {n: np.packbits(ticket.mask[n].detach().cpu().numpy().reshape(-1)) for n in names}
+    weights = {n: w.detach().to("cpu", copy=True).contiguous() for n, w in (ticket.weights or {}).items()}
+
+    tensors = [(MASK_PREFIX + n, torch.from_numpy(packed[n])) for n in names]
+    tensors += [(WEIGHT_PREFIX + n, w) for n, w in weights.items()]
+    header = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "names": json.dumps(names),
+        "shapes": json.dumps(shapes),
+        "weight_names": json.dumps(list(weights)),
+        "checksum": _checksum(names, shapes, packed, weights),
+    }
+    meta = dict(ticket.meta)
+    source_format = meta.get("format")
+    if source_format not in (None, FORMAT) and "converted_from" not in meta:
+        meta["converted_from"] = source_format  # keep where a legacy mask came from
+    for key, value in meta.items():
+        if key in _FILE_FIELDS:
+            continue
+        if not isinstance(key, str):
+            raise TicketsError(f"ticket meta key {key!r} is not a string: use string keys")
+        try:
+            header[META_PREFIX + key] = json.dumps(value)
+        except (TypeError, ValueError) as err:
+            raise TicketsError(
+                f"ticket meta field {key!r} cannot be stored ({err}): use JSON values (str, number, list, dict)"
+            ) from None
+
+    _atomic_write(path, _serialize(tensors, header))
+
+
+# safetensors dtype names (https://github.com/huggingface/safetensors, format description).
+_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def _serialize(tensors: list[tuple[str, torch.Tensor]], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes, byte-for-byte deterministic (safetensors.torch.save orders the metadata by a randomly
+    seeded hash map, so the same ticket would give different files and resumed runs could not be compared).
+
+    Layout per the safetensors format: u64 little-endian header size, JSON header padded with spaces to a multiple
+    of 8, then the tensors back to back; larger itemsizes first so every tensor is aligned.
+    """
+    for key, t in tensors:
+        if t.dtype not in _DTYPES:
+            raise TicketsError(
+                f"cannot store tensor {key!r} of dtype {t.dtype}: convert ticket weights to a float type"
+            )
+    ordered = sorted(tensors, key=lambda kv: -kv[1].element_size())  # stable: keeps mask / weight order
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks, offset = [], 0
+    for key, t in ordered:
+        raw = _tensor_bytes(t)
+        header[key] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Readers see either the old file or the complete new one, never a partial write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    # Via uint8 so dtypes numpy lacks (bfloat16) hash too.
+    return t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _checksum(
+    names: list[str], shapes: dict[str, list[int]], packed: dict[str, np.ndarray], weights: dict[str, torch.Tensor]
+) -> str:
+    h = hashlib.sha256()
+    for n in names:
+        h.update(n.encode() + b"\0")
+        h.update(json.dumps(list(shapes[n])).encode() + b"\0")
+        h.update(np.ascontiguousarray(packed[n], dtype=np.uint8).tobytes())
+    for n, w in weights.items():
+        h.update(b"weight\0" + n.encode() + b"\0" + str(w.dtype).encode() + b"\0")
+        h.update(json.dumps(list(w.shape)).encode() + b"\0")
+        h.update(_tensor_bytes(w))
+    return "sha256:" + h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------------------------
+
+
+def load_ticket(path: str | os.PathLike) -> Ticket:
+    """Read a ticket file (ours, PyTorch-prune state dict or open_lth mask.pth); TicketsError if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise TicketsError(f"ticket file {path} not found: check the path")
+    data = path.read_bytes()
+    kind = _sniff(data)
+    if kind == "safetensors":
+        return _load_safetensors(path, data)
+    if kind == "torch":
+        return _load_torch(path, data)
+    if not data:
+        raise TicketsError(f"ticket file {path} is empty: the write was interrupted; draw or copy the ticket again")
+    raise TicketsError(
+        f"{path} is not a ticket: it is neither a tickets safetensors file nor a torch.save mask "
+        "(PyTorch-prune *.weight_mask state dict or open_lth mask.pth); check the path"
+    )
+
+
+def _sniff(data: bytes) -> str | None:
+    """"safetensors", "torch" or None, from the first bytes."""
+    if data[:4] == b"PK\x03\x04":  # torch.save zip container (torch >= 1.6)
+        return "torch"
+    # safetensors: u64 little-endian header length (safetensors caps it at 100 MB), then a JSON object.
+    if len(data) >= 9 and data[8:9] == b"{" and 1 < int.from_bytes(data[:8], "little") <= 100_000_000:
+        return "safetensors"
+    if data[:1] == b"\x80":  # pickle protocol >= 2: legacy (pre-zip) torch.save
+        return "torch"
+    return None
+
+
+def _corrupt(path: Path, what: str) -> TicketsError:
+    return TicketsError(f"ticket file {path} is corrupt ({what}): re-copy it or draw the ticket again")
+
+
+def _load_safetensors(path: Path, data: bytes) -> Ticket:
+    n = int.from_bytes(data[:8], "little")
+    if 8 + n > len(data):
+        raise _corrupt(path, f"truncated: header needs {8 + n} bytes, file has {len(data)}")
+    try:
+        header = json.loads(data[8 : 8 + n])
+        raw = header.get("__metadata__") or {}
+        if not isinstance(raw, dict):
+            raise ValueError("metadata is not an object")
+    except (ValueError, AttributeError):
+        raise _corrupt(path, "unreadable safetensors header") from None
+    if raw.get("format") != FORMAT:
+        raise TicketsError(
+            f"{path} is a safetensors file but not a ticket (no format {FORMAT!r} in its metadata; "
+            "model weights?): pass a file written by `tickets find` or save_ticket"
+        )
+    try:
+        version = int(raw.get("format_version", ""))
+    except ValueError:
+        raise _corrupt(path, f"bad format_version {raw.get('format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise TicketsError(
+            f"{path} has ticket format_version {version}, newer than this tickets reads ({FORMAT_VERSION}): "
+            "upgrade tickets"
+        )
+    try:
+        tensors = safetensors.torch.load(data)
+        names = json.loads(raw["names"])
+        shapes = json.loads(raw["shapes"])
+        weight_names = json.loads(raw.get("weight_names", "[]"))
+        meta_fields = {k[len(META_PREFIX) :]: json.loads(v) for k, v in raw.items() if k.startswith(META_PREFIX)}
+    except Exception as err:  # safetensors raises its own error types for truncated / inconsistent data
+        raise _corrupt(path, f"{type(err).__name__}: {_first_line(err)}") from None
+
+    packed: dict[str, np.ndarray] = {}
+    for name in names:
+        key = MASK_PREFIX + name
+        if key not in tensors or name not in shapes:
+            raise _corrupt(path, f"mask {name!r} listed but not stored")
+        arr = tensors[key].numpy()
+        numel = math.prod(shapes[name])
+        if arr.dtype != np.uint8 or arr.size != (numel + 7) // 8:
+            raise _corrupt(path, f"mask {name!r} holds {arr.size} bytes, shape {shapes[name]} needs {(numel + 7) // 8}")
+        packed[name] = arr
+    weights = {}
+    for name in weight_names:
+        if WEIGHT_PREFIX + name not in tensors:
+            raise _corrupt(path, f"weight {name!r} listed but not stored")
+        weights[name] = tensors[WEIGHT_PREFIX + name]
+
+    checksum = _checksum(names, shapes, packed, weights)
+    if checksum != raw.get("checksum"):
+        raise TicketsError(
+            f"ticket file {path} failed its checksum (stored {raw.get('checksum')}, computed {checksum}): "
+            "the file is corrupt; re-copy it or draw the ticket again"
+        )
+
+    mask = Mask(
+        {
+            name: torch.from_numpy(np.unpackbits(packed[name], count=math.prod(shapes[name])).astype(bool)).reshape(
+                shapes[name]
+            )
+            for name in names
+        }
+    )
+    meta: dict[str, Any] = {"format": FORMAT, "format_version": version, "checksum": checksum}
+    meta.update({k: meta_fields[k] for k in sorted(meta_fields) if k not in _FILE_FIELDS})
+    return Ticket(mask=mask, meta=meta, weights=weights or None)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0].split(". ")[0][:200] if text else type(err).__name__
+
+
+def _load_torch(path: Path, data: bytes) -> Ticket:
+    try:
+        # From bytes, not the path: recent torch.load picks a reader from the file extension.
+        obj = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:
+        raise TicketsError(
+            f"{path} cannot be loaded safely with weights_only=True ({_unpickling_detail(err)}): it is truncated or "
+            "corrupt, or holds Python objects besides tensors; re-copy it, or re-save the masks as a plain dict of "
+            "tensors, e.g. torch.save({name: mask_tensor, ...}, path)"
+        ) from None
+    except Exception as err:
+        raise TicketsError(
+            f"cannot read {path} as a torch.save file ({type(err).__name__}: {_first_line(err)}): "
+            "it is truncated or corrupt; re-copy it"
+        ) from None
+    found = _find_masks(obj)
+    if found is None:
+        raise TicketsError(
+            f"{path} holds no masks: expected a state dict with *.weight_mask keys (PyTorch prune) or an open_lth "
+            "mask.pth (parameter name -> 0/1 tensor); pass the mask file"
+        )
+    fmt, raw, ignored = found
+    masks = {}
+    for key, value in raw.items():
+        if value.numel() and not bool(((value == 0) | (value == 1)).all()):
+            raise TicketsError(
+                f"{path}: tensor {key!r} has values other than 0/1, so this looks like a weights state dict, not a "
+                "mask: pass the mask file (open_lth mask.pth or a state dict with *.weight_mask keys)"
+            )
+        masks[key] = value != 0
+    mask = Mask(masks)
+    meta: dict[str, Any] = {
+        "format": fmt,
+        "source_file": str(path),
+        "sparsity": mask.sparsity,
+    }
+    if ignored:
+        meta["ignored_keys"] = ignored
+    return Ticket(mask=mask, meta=meta)
+
+
+def _unpickling_detail(err: BaseException) -> str:
+    """The informative line of torch's long weights_only message (the rest advises weights_only=False)."""
+    for line in str(err).splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0][:200]
+    return _first_line(err)
+
+
+def _find_masks(obj: Any, depth: int = 0) -> tuple[str, dict[str, torch.Tensor], int] | None:
+    """(format, parameter name → 0/1 tensor, number of other entries skipped), or None if no masks found."""
+    if not isinstance(obj, dict):
+        return None
+    prune_keys = [
+        k for k in obj if isinstance(k, str) and k.endswith(_PRUNE_SUFFIXES) and isinstance(obj[k], torch.Tensor)
+    ]
+    if prune_keys:
+        masks = {}
+        for key in prune_keys:
+            name = key[len("module.") :] if key.startswith("module.") else key
+            masks[name[: -len("_mask")]] = obj[key]
+        return LEGACY_PRUNE, masks, len(obj) - len(prune_keys)
+    if depth == 0:
+        for key in _NESTED_KEYS:
+            found = _find_masks(obj.get(key), depth + 1)
+            if found is not None:
+                fmt, masks, ignored = found
+                return fmt, masks, ignored + len(obj) - 1
+    if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return LEGACY_OPEN_LTH, dict(obj), 0
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# describing
+# --------------------------------------------------------------------------------------------------------------
+
+
+def describe(ticket: Ticket, model: torch.nn.Module | None = None) -> str:
+    """What `tickets inspect FILE` prints: metadata, a per-tensor table, totals (and whole-model totals)."""
+    report = ticket.mask.report(model)
+    prunable = report["prunable"]
+    lines = []
+    meta = ticket.meta
+    keys = [k for k in ("format", "format_version", "checksum") if k in meta]
+    keys += [k for k in _META_ORDER if k in meta]
+    keys += sorted(k for k in meta if k not in keys)
+    width = max((len(k) for k in keys), default=0)
+    for k in keys:
+        value = meta[k]
+        text = value if isinstance(value, str) else json.dumps(value)
+        lines.append(f"{k.ljust(width)}  {text}")
+    if ticket.weights:
+        lines.append(f"{'weights stored'.ljust(width)}  {len(ticket.weights)} tensor(s), not theta0")
+    lines.append("")
+
+    rows = [("tensor", "shape", "kept", "total", "sparsity")]
+    for name, r in prunable["per_tensor"].items():
+        shape = "x".join(str(d) for d in r["shape"]) or "scalar"
+        rows.append((name, shape, str(r["kept"]), str(r["total"]), f"{r['sparsity']:.4f}"))
+    rows.append(("total", "", str(prunable["kept"]), str(prunable["total"]), f"{prunable['sparsity']:.4f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for i, row in enumerate(rows):
+        if i == len(rows) - 1:
+            lines.append("  ".join("-" * w for w in widths))
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])] + [c.rjust(w) for c, w in zip(row[2:], widths[2:])]
+        lines.append("  ".join(cells).rstrip())
+    lines.append("")
+    lines.append(
+        f"sparsity over the prunable set ({prunable['tensors']} tensors, {prunable['total']} weights): "
+        f"{prunable['sparsity']:.4f} ({prunable['pruned']} pruned, {prunable['kept']} kept)"
+    )
+    if report["model"] is not None:
+        m = report["model"]
+        lines.append(
+            f"sparsity over all parameters of the model ({m['total']} parameters): {m['sparsity']:.4f} "
+            f"({m['pruned']} pruned; the prunable set is {m['prunable_fraction']:.1%} of the model)"
+        )
+    return "\n".join(lines) + "\n"

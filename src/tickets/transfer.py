@@ -1,0 +1,122 @@
+"""Ticket transfer: a mask drawn on a source task, applied to θ0, fine-tuned on a target task.
+
+Without a ticket this is the dense baseline every "matching" figure is measured against. The run directory is
+named by the resolved config, which identifies the ticket by its mask checksum, not its path.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tickets.config import HEAD_POLICIES, TransferConfig, resolve_train, to_dict
+from tickets.errors import TicketsError
+from tickets.level import run_level
+from tickets.masks import Mask
+from tickets.models.base import ModelSpec
+from tickets.prepare import Prepared, prepare, random_init_state
+from tickets.runs import RunDir, atomic_write, read_json
+from tickets.tasks.base import Task
+from tickets.ticket import Ticket, load_ticket
+from tickets.train import resolve_device
+
+INITS = ("ticket", "theta0", "reinit")
+
+
+@dataclass
+class TransferResult:
+    path: Path
+    metrics: dict
+
+    @property
+    def score(self) -> float:
+        return self.metrics["test"][self.metrics["primary_metric"]]
+
+
+def ticket_mask(ticket: Ticket, prepared: Prepared, reverse: bool = False) -> Mask:
+    """The ticket's mask checked against the model; tensors the ticket does not cover stay dense."""
+    mask = ticket.mask.invert() if reverse else ticket.mask
+    mask.check(prepared.model)
+    return mask
+
+
+def start_state(cfg: TransferConfig, prepared: Prepared, ticket: Ticket | None) -> tuple[dict, str]:
+    """The weights fine-tuning starts from: θ0, the ticket's own weights, or a random re-init."""
+    if cfg.init not in INITS:
+        raise TicketsError(f"init must be one of {', '.join(INITS)}, got {cfg.init!r}")
+    if cfg.init == "reinit":
+        return random_init_state(prepared, cfg.seed), f"reinit:seed-{cfg.seed}"
+    state = dict(prepared.theta0)
+    if cfg.init == "ticket" and ticket is not None and ticket.weights:
+        for name, value in ticket.weights.items():
+            if name not in state or state[name].shape != value.shape:
+                raise TicketsError(f"ticket weight {name!r} does not fit model {prepared.model_id}: use --init theta0")
+            state[name] = value.to(state[name].dtype)
+        return state, ticket.meta.get("weights", "ticket")
+    return state, "theta0"
+
+
+def transfer(
+    cfg: TransferConfig,
+    *,
+    out: str | Path = "runs",
+    device: str | torch.device = "auto",
+    data_root: str | Path | None = None,
+    model_root: str | Path | None = None,
+    progress: bool = True,
+    model: ModelSpec | None = None,
+    task: Task | None = None,
+) -> TransferResult:
+    """Fine-tune θ0 under ``cfg.ticket``'s mask (dense when None) on ``cfg.task``; resumable by config hash."""
+    if not cfg.model or not cfg.task:
+        raise TicketsError("transfer needs a model and a task: pass --model M --task T")
+    if cfg.head not in HEAD_POLICIES:
+        raise TicketsError(f"head must be one of {', '.join(HEAD_POLICIES)}, got {cfg.head!r}")
+    device = resolve_device(device)
+    ticket = load_ticket(cfg.ticket) if cfg.ticket else None
+    model_name = model or cfg.model
+    if ticket is not None and model is None and cfg.model == "auto":
+        model_name = ticket.meta.get("model", "")
+    prepared = prepare(model_name, task or cfg.task, head=cfg.head, seed=cfg.seed, data=cfg.data,
+                       data_root=data_root, model_root=model_root)
+    train = resolve_train(cfg.train, prepared.family)
+    mask = ticket_mask(ticket, prepared, cfg.reverse) if ticket is not None else None
+    start, weights_label = start_state(cfg, prepared, ticket)
+
+    config = to_dict(cfg)
+    config.update(model=prepared.model_id, task=prepared.task.name, train=to_dict(train))
+    config["ticket"] = None if ticket is None else {"checksum": ticket.meta.get("checksum"),
+                                                    "sparsity": round(ticket.mask.sparsity, 6)}
+    run = RunDir(out, "transfer", config)
+    if run.is_done(0):
+        return TransferResult(run.path, read_json(run.path / "level-00" / "metrics.json"))
+    run.log("run_start", kind="transfer", ticket=cfg.ticket, device=str(device))
+    if progress:
+        what = f"ticket {cfg.ticket} ({mask.sparsity:.1%} sparse)" if mask is not None else "dense"
+        print(f"transfer {what} -> {prepared.task.name} on {prepared.model_id}: {run.path}", file=sys.stderr)
+    extra = {
+        "sparsity": mask.sparsity if mask is not None else 0.0,
+        "weights": weights_label,
+        "ticket": None if ticket is None else {"path": str(cfg.ticket), **_ticket_summary(ticket)},
+    }
+    metrics = run_level(run, 0, prepared, mask=mask, start=start, train=train, seed=cfg.seed, device=device,
+                        limit=cfg.data.limit, progress=progress, extra=extra)
+    if cfg.save_weights:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in prepared.model.state_dict().items()}
+        atomic_write(run.path / "model.safetensors",
+                     lambda tmp: save_file(state, str(tmp), metadata={"model": prepared.model_id,
+                                                                      "task": prepared.task.name}))
+    run.mark_done(0)
+    run.drop_checkpoint(0)
+    run.log("run_done")
+    return TransferResult(run.path, metrics)
+
+
+def _ticket_summary(ticket: Ticket) -> dict:
+    keep = ("model", "source_task", "method", "level", "seed", "weights", "checksum", "format")
+    return {k: ticket.meta[k] for k in keep if k in ticket.meta}

@@ -1,0 +1,104 @@
+"""Configs (validation, YAML, hashing) and run directories (atomic writes, log, checkpoints)."""
+
+import json
+
+import pytest
+import torch
+
+from tickets.config import FindConfig, TrainConfig, from_dict, load_yaml, merge, resolve_train, to_dict
+from tickets.errors import TicketsError
+from tickets.runs import RunDir, atomic_write_text, config_hash
+from tickets.train import lr_factor
+
+
+def test_unknown_key_is_named_with_valid_keys():
+    with pytest.raises(TicketsError, match=r"unknown key 'epoch' in cfg.train: valid keys are .*epochs"):
+        from_dict(FindConfig, {"model": "m", "task": "t", "train": {"epoch": 3}}, "cfg")
+
+
+def test_types_are_checked_and_ints_become_floats():
+    cfg = from_dict(FindConfig, {"model": "m", "task": "t", "train": {"lr": 1, "epochs": 2}})
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    with pytest.raises(TicketsError, match="train.epochs must be an integer"):
+        from_dict(FindConfig, {"train": {"epochs": "many"}})
+
+
+def test_yaml_and_override_merge(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: resnet20-cifar10\ntask: cifar10\ntrain:\n  epochs: 5\n  lr: 0.1\n")
+    merged = merge(load_yaml(f), {"train": {"epochs": 1}})
+    cfg = from_dict(FindConfig, merged)
+    assert (cfg.train.epochs, cfg.train.lr, cfg.model) == (1, 0.1, "resnet20-cifar10")
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: a\ntrain: [1, 2\n")
+    with pytest.raises(TicketsError, match="line"):
+        load_yaml(f)
+
+
+def test_family_defaults_resolve():
+    assert resolve_train(TrainConfig(), "cnn").optimizer == "sgd"
+    bert = resolve_train(TrainConfig(), "bert")
+    assert (bert.optimizer, bert.lr, bert.batch_size) == ("adamw", 2e-5, 32)
+    assert resolve_train(TrainConfig(lr=0.5), "bert").lr == 0.5
+
+
+def test_hash_is_stable_and_sensitive():
+    a = to_dict(FindConfig(model="m", task="t"))
+    b = to_dict(FindConfig(model="m", task="t"))
+    assert config_hash(a) == config_hash(b)
+    b["seed"] = 1
+    assert config_hash(a) != config_hash(b)
+
+
+def test_rundir_resume_and_conflict(tmp_path):
+    run = RunDir(tmp_path, "find", {"a": 1})
+    again = RunDir(tmp_path, "find", {"a": 1})
+    assert run.path == again.path
+    run.log("x", value=1)
+    run.log("y", value=2)
+    with open(run.path / "log.jsonl", "a") as fh:
+        fh.write('{"cut": ')  # a line cut by a crash is ignored
+    assert [e["event"] for e in run.events()] == ["x", "y"]
+    (run.path / "config.yaml").write_text("a: 2\n")
+    with pytest.raises(TicketsError, match="different config"):
+        RunDir(tmp_path, "find", {"a": 1})
+
+
+def test_checkpoint_roundtrip_uses_weights_only(tmp_path):
+    run = RunDir(tmp_path, "find", {"a": 1})
+    assert run.load_checkpoint(0) is None
+    run.save_checkpoint(0, {"model": {"w": torch.ones(2)}, "epoch": 3, "history": [{"val": {"accuracy": 0.5}}]})
+    state = run.load_checkpoint(0)
+    assert state["epoch"] == 3 and torch.equal(state["model"]["w"], torch.ones(2))
+    run.checkpoint_path(0).write_bytes(b"garbage")
+    assert run.load_checkpoint(0) is None  # unreadable checkpoint: the level restarts, nothing crashes
+
+
+def test_atomic_write_leaves_no_temp_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    atomic_write_text(target, "old")
+    from tickets.runs import atomic_write
+
+    def boom(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, boom)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "step", "cosine", "linear"])
+def test_lr_schedules_with_warmup(schedule):
+    cfg = resolve_train(TrainConfig(lr_schedule=schedule, warmup=0.1), "cnn")
+    factors = [lr_factor(s, 100, cfg) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(0 <= f <= 1 for f in factors)
+    if schedule == "cosine":
+        assert factors[-1] < 0.01
+    if schedule == "step":
+        assert factors[-1] == pytest.approx(0.01)

@@ -1,0 +1,163 @@
+"""The training loop, ticket drawing and transfer, end to end on scikit-learn digits (fast, no files)."""
+
+import pytest
+import torch
+
+from tickets.config import FindConfig, ScheduleConfig, TrainConfig, TransferConfig
+from tickets.find import find_tickets
+from tickets.masks import Mask
+from tickets.prepare import prepare
+from tickets.pruning import random_prune
+from tickets.runs import RunDir, read_json
+from tickets.tasks.base import DataConfig
+from tickets.ticket import load_ticket
+from tickets.train import fine_tune, resolve_device
+from tickets.transfer import transfer
+
+FAST = TrainConfig(epochs=2, batch_size=64, optimizer="sgd", lr=0.05, lr_schedule="cosine")
+DATA = DataConfig(train_size=400)
+
+
+def find_cfg(method="imp", **kw):
+    kw.setdefault("schedule", ScheduleConfig(kind="explicit", sparsities=[0.2, 0.36, 0.488]))
+    return FindConfig(model="small-cnn", task="digits-5-9", method=method, train=FAST, data=DATA, **kw)
+
+
+def kept_weights_changed_pruned_zero(model, mask, before):
+    for name, m in mask.items():
+        w = dict(model.named_parameters())[name].detach()
+        assert torch.all(w[~m] == 0), f"{name}: a pruned weight is non-zero"
+        assert not torch.equal(w[m], before[name][m]), f"{name}: kept weights did not train"
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_pruned_weights_stay_exactly_zero(optimizer):
+    p = prepare("small-cnn", "digits-5-9", data=DATA)
+    mask = random_prune(Mask.ones_like(p.model, p.names), 0.8, generator=torch.Generator().manual_seed(0))
+    before = {n: t.clone() for n, t in p.model.state_dict().items()}
+    cfg = TrainConfig(epochs=1, batch_size=64, optimizer=optimizer, lr=0.05, weight_decay=0.01,
+                      lr_schedule="constant")
+    fine_tune(p.model, p.task, cfg, mask=mask, device="cpu", progress=False)
+    kept_weights_changed_pruned_zero(p.model, mask, before)
+
+
+def test_fine_tune_is_deterministic():
+    states = []
+    for _ in range(2):
+        p = prepare("small-cnn", "digits-5-9", data=DATA)
+        fine_tune(p.model, p.task, FAST, device="cpu", seed=3, progress=False)
+        states.append(p.model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_imp_levels_exact_nested_and_rerun_skips(tmp_path):
+    res = find_tickets(find_cfg(), out=tmp_path, device="cpu", progress=False)
+    assert [r["level"] for r in res.levels] == [0, 1, 2, 3]
+    masks = [res.ticket(i).mask for i in range(4)]
+    total = masks[0].num_total
+    for m, target in zip(masks, [0.0, 0.2, 0.36, 0.488]):
+        assert m.num_pruned == round(target * total)
+    for a, b in zip(masks[1:], masks[2:]):  # IMP only removes weights: masks are nested
+        assert torch.all(torch.cat([(b[n] & ~a[n]).flatten() for n in a.names]) == 0)
+    meta = res.ticket(2).meta
+    assert (meta["method"], meta["level"], meta["weights"], meta["source_task"]) == ("imp", 2, "theta0", "digits-5-9")
+    n_events = len(RunDir(tmp_path, "find", read_json(res.path / "summary.json")["config"]).events())
+    again = find_tickets(find_cfg(), out=tmp_path, device="cpu", progress=False)
+    assert again.path == res.path and again.levels == res.levels
+    events = RunDir(tmp_path, "find", read_json(res.path / "summary.json")["config"]).events()
+    assert not any(e["event"] == "level_start" for e in events[n_events:])
+
+
+def test_killed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
+    clean = find_tickets(find_cfg(), out=tmp_path / "a", device="cpu", progress=False)
+
+    original = RunDir.save_checkpoint
+    calls = {"n": 0}
+
+    def dying_save(self, level, state):
+        original(self, level, state)
+        if level == 2 and state["epoch"] == 0:
+            calls["n"] += 1
+            raise KeyboardInterrupt  # killed after the first epoch of level 2
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        find_tickets(find_cfg(), out=tmp_path / "b", device="cpu", progress=False)
+    assert calls["n"] == 1
+    monkeypatch.setattr(RunDir, "save_checkpoint", original)
+    resumed = find_tickets(find_cfg(), out=tmp_path / "b", device="cpu", progress=False)
+    events = [e["event"] for e in RunDir(tmp_path / "b", "find", read_json(resumed.path / "summary.json")["config"]).events()]
+    assert "resume" in events
+    for level in range(4):
+        a = (clean.path / f"level-{level:02d}" / "ticket.safetensors").read_bytes()
+        b = (resumed.path / f"level-{level:02d}" / "ticket.safetensors").read_bytes()
+        assert a == b, f"level {level} ticket differs after resume"
+        assert clean.levels[level]["test"] == resumed.levels[level]["test"]
+
+
+def test_omp_keeps_the_largest_theta0(tmp_path):
+    res = find_tickets(find_cfg("omp"), out=tmp_path, device="cpu", progress=False)
+    p = prepare("small-cnn", "digits-5-9", data=DATA)
+    mask = res.ticket(1).mask
+    kept = torch.cat([p.theta0[n].abs()[mask[n]] for n in mask.names])
+    pruned = torch.cat([p.theta0[n].abs()[~mask[n]] for n in mask.names])
+    assert kept.min() >= pruned.max()
+    assert [round(r["target_sparsity"], 3) for r in res.levels] == [0.2, 0.36, 0.488]
+
+
+def test_reverse_prunes_the_largest_first(tmp_path):
+    res = find_tickets(find_cfg("reverse"), out=tmp_path, device="cpu", progress=False)
+    p = prepare("small-cnn", "digits-5-9", data=DATA)
+    mask = res.ticket(0).mask
+    kept = torch.cat([p.theta0[n].abs()[mask[n]] for n in mask.names])
+    pruned = torch.cat([p.theta0[n].abs()[~mask[n]] for n in mask.names])
+    assert kept.max() <= pruned.min()
+
+
+def test_random_and_reinit_baselines(tmp_path):
+    rnd = find_tickets(find_cfg("random"), out=tmp_path, device="cpu", progress=False)
+    imp = find_tickets(find_cfg("imp"), out=tmp_path, device="cpu", progress=False)
+    reinit = find_tickets(find_cfg("reinit"), out=tmp_path, device="cpu", progress=False)
+    for i in range(3):
+        assert reinit.ticket(i).mask.equal(imp.ticket(i + 1).mask)  # same masks as IMP …
+        assert reinit.ticket(i).meta["weights"].startswith("reinit")  # … other weights
+        assert rnd.ticket(i).mask.num_pruned == imp.ticket(i + 1).mask.num_pruned
+        assert not rnd.ticket(i).mask.equal(imp.ticket(i + 1).mask)
+
+
+def test_rewind_to_step_k_carries_weights(tmp_path):
+    res = find_tickets(find_cfg(rewind="step:3"), out=tmp_path, device="cpu", progress=False)
+    t = res.ticket(2)
+    assert t.meta["weights"] == "rewind:step:3" and t.weights is not None
+    assert (res.path / "rewind.safetensors").exists()
+    p = prepare("small-cnn", "digits-5-9", data=DATA)
+    name = t.mask.names[0]
+    assert not torch.equal(t.weights[name], p.theta0[name])  # step-3 weights, not θ0
+
+
+def test_transfer_dense_ticket_reverse_and_resume(tmp_path):
+    res = find_tickets(find_cfg(), out=tmp_path, device="cpu", progress=False)
+    ticket_path = res.levels[3]["ticket"]
+    base = dict(model="small-cnn", task="digits-0-4", train=FAST, data=DATA)
+    dense = transfer(TransferConfig(**base), out=tmp_path, device="cpu", progress=False)
+    assert dense.metrics["sparsity"] == 0.0 and 0.0 <= dense.score <= 1.0
+    sparse = transfer(TransferConfig(ticket=ticket_path, save_weights=True, **base), out=tmp_path, device="cpu",
+                      progress=False)
+    assert sparse.metrics["sparsity"] == pytest.approx(load_ticket(ticket_path).mask.sparsity)
+    assert sparse.path != dense.path
+    from safetensors.torch import load_file
+
+    weights = load_file(str(sparse.path / "model.safetensors"))
+    mask = load_ticket(ticket_path).mask
+    assert all(torch.all(weights[n][~mask[n]] == 0) for n in mask.names)
+    rev = transfer(TransferConfig(ticket=ticket_path, reverse=True, **base), out=tmp_path, device="cpu",
+                   progress=False)
+    assert rev.metrics["sparsity"] == pytest.approx(1 - mask.sparsity)
+    again = transfer(TransferConfig(ticket=ticket_path, save_weights=True, **base), out=tmp_path, device="cpu",
+                     progress=False)
+    assert again.metrics == sparse.metrics  # finished run reused by its hash
+
+
+def test_device_auto_is_cpu_here():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
