@@ -71,7 +71,8 @@ def evaluate(
     model.eval()
     metric = task.new_metric()
     n = 0
-    bar = tqdm(total=len(data), desc=f"eval {task.name}/{split}", unit="ex", disable=not progress, leave=False)
+    bar = tqdm(total=len(data), desc=f"eval {task.name}/{split}", unit="ex",
+               disable=not (progress and sys.stderr.isatty()), leave=False)
     for batch in data.batches(batch_size):
         batch = _to(batch, device)
         outputs = task.forward(model, batch)

@@ -394,9 +394,8 @@ def _minilm_path(model_root: str | os.PathLike | None) -> Path:
 
 
 def _looks_like_path(text: str) -> bool:
-    return text.startswith(("/", "./", "../", "~", ".\\")) or os.sep + os.sep in text or text.count("/") > 1 or (
-        os.altsep is not None and "\\" in text
-    )
+    """Hub ids are ``name`` or ``org/name``; anything else with a separator is meant as a local path."""
+    return text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
 
 
 def _local_only(source: str) -> bool:
@@ -406,7 +405,7 @@ def _local_only(source: str) -> bool:
 _TOKENIZERS: dict[str, Any] = {}
 
 
-def _tokenizer(source: str, name: str):
+def _tokenizer(source: str):
     from transformers import AutoTokenizer
 
     if source not in _TOKENIZERS:  # tokenizers are read-only for us: one per source per process
@@ -455,7 +454,7 @@ def load_hf_model(name: str, *, model_root: str | os.PathLike | None = None, pre
                 base = AutoModel.from_pretrained(source, local_files_only=local_only)
             else:
                 base = AutoConfig.from_pretrained(source, local_files_only=local_only)
-        tok = _tokenizer(source, name)
+        tok = _tokenizer(source)
     except (OSError, ValueError) as e:
         if Path(source).exists():
             raise TicketsError(f"could not load model {name!r} from {source}: {str(e).splitlines()[0]}") from e

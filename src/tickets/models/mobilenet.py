@@ -82,7 +82,10 @@ def build_mobilenet(weights: Path | None) -> ModelSpec:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # deterministic random init (pretrained=False)
         module = MobileNetV1()
-    info: dict = {"architecture": "mobilenet-v1 width 0.75 (TF 'same' padding, ReLU6, BN eps 1e-3)"}
+    info: dict = {
+        "architecture": "mobilenet-v1 width 0.75 (TF 'same' padding, ReLU6, BN eps 1e-3)",
+        "pretrained": weights is not None,
+    }
     if weights is not None:
         state = torch.load(weights, weights_only=True, map_location="cpu")
         module.load_state_dict(fill_bn_counters(module, state), strict=True)

@@ -104,7 +104,7 @@ def build_resnet(depth: int, weights: Path | None) -> ModelSpec:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # deterministic random init (pretrained=False)
         module = ResNetCifar(depth)
-    info: dict = {"architecture": f"resnet{depth} (CIFAR, option-A shortcuts)"}
+    info: dict = {"architecture": f"resnet{depth} (CIFAR, option-A shortcuts)", "pretrained": weights is not None}
     if weights is not None:
         module.load_state_dict(fill_bn_counters(module, load_state(weights)), strict=True)
         info["weights"] = str(weights)

@@ -54,5 +54,5 @@ def build_small_cnn(seed: int = 0) -> ModelSpec:
         num_outputs=10,
         input_size=8,
         in_channels=1,
-        info={"architecture": "small-cnn (stem + 3 convs + linear head)", "weights": None},
+        info={"architecture": "small-cnn (stem + 3 convs + linear head)", "weights": None, "pretrained": False},
     )
