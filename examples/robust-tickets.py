@@ -16,6 +16,11 @@ Fashion-MNIST (same subset sizes and epochs), plus the dense baselines, for seed
     OMP_NUM_THREADS=1 nohup python examples/robust-tickets.py > runs/robust-tickets.log 2>&1 &
     python examples/robust-tickets.py --report     # table + plot into docs/results/robust-tickets/
 
+Phase 3 (after the above): the robust-accuracy sanity figures of the standard ResNet-20 (1,000 CIFAR-10 test
+images), the cost of one robust evaluation, MNIST as a third target, and a double-win check on Fashion-MNIST
+(levels 2 and 4 of both kinds of tickets and the dense model, standard and PGD-3 adversarial fine-tuning, each
+with PGD-20 robust accuracy at ε 2/255 on 500 test images).
+
 Per-step wall-clock and CPU seconds go to ``runs/robust-tickets/steps.jsonl``.
 """
 
@@ -36,6 +41,17 @@ STEPS_LOG = Path("runs/robust-tickets/steps.jsonl")
 RESULTS = Path("docs/results/robust-tickets")
 SEEDS = (0, 1)
 TARGETS = ("cifar100", "fashion-mnist")
+EXTRA_TARGETS = ("mnist",)
+DOUBLE_WIN_TASK, DOUBLE_WIN_LEVELS = "fashion-mnist", (2, 4)
+ADV_TRANSFER = ["--adv", "pgd", "--adv-eps", "2", "--adv-alpha", "1", "--adv-steps", "3"]
+RA = ["--robust-eval", "--attack", "pgd", "--eps", "2", "--alpha", "0.5", "--steps", "20", "--robust-limit", "500"]
+SANITY = {  # name -> attack flags; every run also reports the clean accuracy of the same images
+    "pgd-10": ["--attack", "pgd", "--eps", "8", "--steps", "10"],
+    "pgd-20": ["--attack", "pgd", "--eps", "8", "--steps", "20"],
+    "fgsm": ["--attack", "fgsm", "--eps", "8"],
+    "eps-0": ["--attack", "pgd", "--eps", "0"],
+}
+SANITY_IMAGES = "1000"
 LEVELS = (1, 2, 3, 4)
 SHARED = ["--train-size", "2000", "--epochs", "3", "--limit", "2000"]
 FIND = ["tickets", "find", "--model", "resnet20-cifar10", "--task", "cifar10", "--method", "imp",
@@ -75,8 +91,8 @@ def run_path(stdout: str) -> str:
     return match.group(1).strip()
 
 
-def transfers(kind: str, find_dir: str, seed: int) -> None:
-    for task in TARGETS:
+def transfers(kind: str, find_dir: str, seed: int, targets=TARGETS) -> None:
+    for task in targets:
         for level in LEVELS:
             ticket = f"{find_dir}/level-{level:02d}/ticket.safetensors"
             run_step(f"transfer-{kind}-s{seed}-{task}-L{level}",
@@ -113,6 +129,33 @@ def main() -> None:
         finds[("robust", seed)] = run_path(out)
     for seed in SEEDS:
         transfers("robust", finds[("robust", seed)], seed)
+    # 3. sanity figures, the cost of one robust evaluation, a third target, and a double-win check
+    sanity = {}
+    for name, flags in SANITY.items():
+        out = run_step(f"sanity-{name}", ["tickets", "eval", "--model", "resnet20-cifar10", "--task", "cifar10",
+                                          *flags, "--limit", SANITY_IMAGES, "--json", "--quiet"])
+        sanity[name] = json.loads(out)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "sanity.json").write_text(json.dumps(sanity, indent=2, sort_keys=True) + "\n")
+    run_step("cost-robust-eval-500", ["tickets", "eval", "--model", "resnet20-cifar10", "--task", "cifar10",
+                                      "--attack", "pgd", "--eps", "2", "--alpha", "0.5", "--steps", "20",
+                                      "--limit", "500", "--quiet"])
+    for seed in SEEDS:
+        for task in EXTRA_TARGETS:
+            run_step(f"transfer-dense-s{seed}-{task}",
+                     ["tickets", "transfer", "--model", "resnet20-cifar10", "--task", task, *SHARED,
+                      "--seed", str(seed), "--out", OUT, "--quiet"])
+        for kind in ("standard", "robust"):
+            transfers(kind, finds[(kind, seed)], seed, EXTRA_TARGETS)
+    for regime, flags in (("std", []), ("adv", ADV_TRANSFER)):
+        for seed in SEEDS:
+            base = ["tickets", "transfer", "--task", DOUBLE_WIN_TASK, *SHARED, "--seed", str(seed), "--out", OUT,
+                    "--quiet", *flags, *RA]
+            run_step(f"dw-{regime}-dense-s{seed}", [*base, "--model", "resnet20-cifar10"])
+            for kind in ("standard", "robust"):
+                for level in DOUBLE_WIN_LEVELS:
+                    ticket = f"{finds[(kind, seed)]}/level-{level:02d}/ticket.safetensors"
+                    run_step(f"dw-{regime}-{kind}-s{seed}-L{level}", [*base, "--ticket", ticket])
     print("all steps done", flush=True)
     try:
         from tickets.robust import robust_transfer_report

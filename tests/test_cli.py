@@ -74,7 +74,8 @@ def test_bad_input_is_one_line_exit_2(argv, words, capsys, tmp_path):
 
 
 def test_missing_data_file_names_the_fix(tmp_path, capsys):
-    code, out, err = run(capsys, "eval", "--model", "small-cnn", "--task", "cifar10", "--data-root", str(tmp_path))
+    code, out, err = run(capsys, "transfer", "--model", "small-cnn", "--task", "cifar10", "--data-root", str(tmp_path),
+                         "--out", str(tmp_path))
     assert_one_line_error(code, err, "TICKETS_DATA")
 
 

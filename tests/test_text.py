@@ -102,6 +102,22 @@ def test_regression_head(tiny_tok):
     assert spec.module(**inputs(tiny_tok)).logits.shape == (4, 1)
 
 
+def test_reinit_is_seeded_bert_style(tiny_tok):
+    spec = tiny_spec(tiny_tok)
+    spec.adapt_to(fake_task("mlm", len(tiny_tok)), "fresh", 0)
+    m = spec.module
+    m.reinit_(3)
+    first = {k: v.clone() for k, v in m.state_dict().items()}
+    m.reinit_(3)
+    assert all(torch.equal(first[k], v) for k, v in m.state_dict().items())
+    emb = m.bert.embeddings.word_embeddings.weight
+    assert abs(float(emb.detach().std()) - 0.02) < 0.005 and torch.all(emb[0] == 0)  # padding row
+    assert m.cls.predictions.decoder.weight is emb
+    m.reinit_(4)
+    assert not torch.equal(m.bert.encoder.layer[0].attention.self.query.weight,
+                           first["bert.encoder.layer.0.attention.self.query.weight"])
+
+
 def test_deepcopy_keeps_the_mirror_consistent(tiny_tok):
     import copy
 

@@ -22,6 +22,12 @@ LR_SCHEDULES = ("constant", "step", "cosine", "linear")
 METHODS = ("imp", "omp", "random", "reverse", "reinit")
 SCOPES = ("global", "layerwise")
 HEAD_POLICIES = ("fresh", "pretrained")
+ATTACKS = ("pgd", "fgsm")
+
+
+def default_alpha(attack: str, eps: float) -> float:
+    """The step size used when none is given: ε/4 for PGD (2/255 at ε = 8/255), 1.25·ε for FGSM-RS (Wong et al.)."""
+    return 1.25 * eps if attack == "fgsm" else eps / 4
 
 
 @dataclass
@@ -29,10 +35,39 @@ class AdversarialConfig:
     """Adversarial training: PGD-k or FGSM with random start, budgets in /255 pixel units (images)."""
 
     attack: str = "pgd"  # pgd | fgsm
-    eps: float = 8.0  # L∞ budget, /255 for images; embedding-norm units for text
-    alpha: float | None = None  # step size; None: 2/255 for PGD, 1.25·eps for FGSM-RS
-    steps: int = 10  # PGD steps (ignored for FGSM)
+    eps: float = 8.0  # L∞ budget, /255 for images; embedding-norm units (L2 per token) for text
+    alpha: float | None = None  # step size; None: eps/4 for PGD (2/255 at eps 8), 1.25·eps for FGSM-RS
+    steps: int = 10  # PGD steps (FGSM takes one step; resolved to 1)
     clean_fraction: float = 0.0  # fraction of each batch trained on clean inputs
+
+
+@dataclass
+class RobustEvalConfig:
+    """Robust accuracy (RA) next to clean accuracy (SA) after every level / transfer: PGD-20 at 8/255 by default."""
+
+    attack: str = "pgd"  # pgd | fgsm
+    eps: float = 8.0  # L∞ budget, /255 for images; embedding-norm units (L2 per token) for text
+    alpha: float | None = None  # step size; None: eps/4 for PGD, 1.25·eps for FGSM-RS
+    steps: int = 20  # PGD steps (FGSM takes one step; resolved to 1)
+    limit: int | None = None  # attack the first N test examples (None: as many as the clean test, data.limit)
+
+
+def resolve_attack(cfg: AdversarialConfig | RobustEvalConfig, where: str):
+    """A copy with the step size filled in (FGSM: steps = 1), validated: what runs is what the config says."""
+    _check_choice(f"{where}.attack", cfg.attack, ATTACKS)
+    if not cfg.eps >= 0:
+        raise TicketsError(f"{where}.eps must be >= 0 (/255 pixel units for images), got {cfg.eps}")
+    if cfg.attack == "pgd" and cfg.steps < 1:
+        raise TicketsError(f"{where}.steps must be at least 1 for PGD, got {cfg.steps}")
+    alpha = default_alpha(cfg.attack, cfg.eps) if cfg.alpha is None else cfg.alpha
+    if not alpha >= 0:
+        raise TicketsError(f"{where}.alpha (step size) must be >= 0, got {alpha}")
+    out = dataclasses.replace(cfg, alpha=float(alpha), steps=1 if cfg.attack == "fgsm" else cfg.steps)
+    if isinstance(out, AdversarialConfig) and not 0.0 <= out.clean_fraction < 1.0:
+        raise TicketsError(f"{where}.clean_fraction must be in [0, 1), got {out.clean_fraction}")
+    if isinstance(out, RobustEvalConfig) and out.limit is not None and out.limit < 1:
+        raise TicketsError(f"{where}.limit must be a positive number of examples, got {out.limit}")
+    return out
 
 
 @dataclass
@@ -74,6 +109,8 @@ def resolve_train(cfg: TrainConfig, family: str) -> TrainConfig:
         raise TicketsError(f"train.epochs must be at least 1, got {out.epochs}: pass --epochs N")
     if not 0.0 <= out.warmup < 1.0:
         raise TicketsError(f"train.warmup must be a fraction in [0, 1), got {out.warmup}")
+    if out.adversarial is not None:
+        out = dataclasses.replace(out, adversarial=resolve_attack(out.adversarial, "train.adversarial"))
     return out
 
 
@@ -102,6 +139,7 @@ class FindConfig:
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    robust_eval: RobustEvalConfig | None = None  # also report robust accuracy per level (not hashed when None)
 
 
 @dataclass
@@ -118,6 +156,7 @@ class TransferConfig:
     save_weights: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    robust_eval: RobustEvalConfig | None = None  # also report robust accuracy (not hashed when None)
 
 
 def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:

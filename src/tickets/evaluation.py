@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from tickets.config import RobustEvalConfig, resolve_attack
 from tickets.errors import TicketsError
 from tickets.prepare import prepare
 from tickets.tasks.base import DataConfig
@@ -42,14 +43,26 @@ def evaluate_model(
     model_root: str | Path | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    robust: RobustEvalConfig | None = None,
 ) -> dict:
-    """Metrics of ``model`` on ``task``/``split``.
+    """Metrics of ``model`` on ``task``/``split``; with ``robust``, also ``metrics["robust"]`` (SA and RA under
+    that attack, see ``attacks.robust_evaluate``; random starts seeded by ``seed``).
 
     Without ``weights`` the shipped head is used, which only makes sense on the model's own label space;
     with ``weights`` (a fine-tuned model.safetensors) a head of the task's size is built and loaded.
     """
     data = data or DataConfig(augment=False)
+    dev = resolve_device(device)  # a bad --device is reported before any loading
     head = "fresh" if weights else "pretrained"
+    if not weights:
+        from tickets.models import load_model
+
+        shipped = load_model(model, model_root=model_root).pretrained_task
+        if shipped != task:
+            raise TicketsError(
+                f"{model}'s shipped head predicts {shipped or 'nothing (it has no trained head)'}, not {task}: "
+                f"pass --weights model.safetensors from `tickets transfer --task {task} --save-weights`"
+            )
     prepared = prepare(model, task, head=head, seed=seed, data=data, data_root=data_root, model_root=model_root)
     if weights:
         state = load_weights_file(weights)
@@ -64,7 +77,6 @@ def evaluate_model(
     if ticket:
         mask = load_ticket(ticket).mask
         mask.check(prepared.model)
-    dev = resolve_device(device)
     metrics = evaluate(prepared.model, prepared.task, split, device=dev, batch_size=batch_size, limit=data.limit,
                        mask=mask, progress=progress)
     metrics["split"] = split
@@ -73,6 +85,14 @@ def evaluate_model(
     metrics["primary_metric"] = prepared.task.primary_metric
     if mask is not None:
         metrics["sparsity"] = mask.sparsity
+    if robust is not None:
+        from tickets.attacks import robust_evaluate
+
+        r = resolve_attack(robust, "robust")
+        metrics["robust"] = robust_evaluate(
+            prepared.model, prepared.task, split, attack=r.attack, eps=r.eps, alpha=r.alpha, steps=r.steps,
+            device=dev, batch_size=batch_size, limit=r.limit if r.limit is not None else data.limit, mask=mask,
+            seed=seed, progress=progress)
     return metrics
 
 
@@ -86,4 +106,12 @@ def format_metrics(m: dict) -> str:
         parts.append(f"{k} {v:.2%}" if pct else f"{k} {v:.4f}")
     where = f"{m['model']} on {m['task']}/{m['split']} ({m['examples']} examples"
     where += f", ticket {m['sparsity']:.2%} sparse)" if "sparsity" in m else ")"
-    return f"{where}: " + ", ".join(parts)
+    return f"{where}: " + ", ".join(parts) + (f"; {format_robust(m['robust'])}" if m.get("robust") else "")
+
+
+def format_robust(r: dict) -> str:
+    """"robust accuracy 0.20% under pgd-20 (eps 8/255, alpha 2/255; 300 examples, clean 92.00%)"."""
+    name = f"{r['attack']}-{r['steps']}" if r["attack"] == "pgd" else r["attack"]
+    unit = "/255" if r.get("units", "").startswith("1/255") else ""
+    return (f"robust {r['metric']} {r['robust_accuracy']:.2%} under {name} (eps {r['eps']:g}{unit}, "
+            f"alpha {r['alpha']:g}{unit}; {r['examples']} examples, clean {r['clean_accuracy']:.2%})")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from tickets import __version__
-from tickets.config import FindConfig, resolve_train, to_dict, validate_find
+from tickets.config import FindConfig, resolve_attack, resolve_train, to_dict, validate_find
 from tickets.errors import TicketsError
 from tickets.level import run_level
 from tickets.masks import Mask
@@ -59,6 +59,9 @@ def resolved_config(cfg: FindConfig, prepared: Prepared) -> dict:
     d["prunable"] = prepared.prunable.to_dict()
     d["train"] = to_dict(resolve_train(cfg.train, prepared.family))
     d["levels"] = sparsity_levels(cfg)
+    d.pop("robust_eval", None)  # absent when not asked for, so older runs keep their hash
+    if cfg.robust_eval is not None:
+        d["robust_eval"] = to_dict(resolve_attack(cfg.robust_eval, "robust_eval"))
     return d
 
 
@@ -122,6 +125,8 @@ def find_tickets(
             run, level, prepared, mask=mask, start=_level_start(cfg, run, level, start),
             train=train, seed=cfg.seed, device=device, limit=cfg.data.limit, progress=progress,
             extra={"sparsity": mask.sparsity, "target_sparsity": sparsity, "method": cfg.method}, on_step=on_step,
+            evaluate_extra=robust_extra(cfg.robust_eval, device, cfg.data.limit, train.eval_batch_size, cfg.seed,
+                                        mask, progress),
         )
         if cfg.method == "imp" and level + 1 < len(levels):
             next_mask = _imp_prune(cfg, prepared, mask, levels[level + 1])
@@ -146,7 +151,29 @@ def _record(level_dir: Path) -> dict:
         "test": m["test"],
         "primary_metric": m["primary_metric"],
         "ticket": str(level_dir / TICKET_FILE),
+        **({"robust": m["robust"]} if "robust" in m else {}),
     }
+
+
+def robust_extra(robust_eval, device: torch.device, limit: int | None, batch_size: int, seed: int,
+                 mask: Mask | None, progress: bool):
+    """``run_level``'s ``evaluate_extra`` hook: ``{"robust": {...}}`` (SA and RA on the test split), or None."""
+    if robust_eval is None:
+        return None
+    cfg = resolve_attack(robust_eval, "robust_eval")
+
+    def extra(prepared: Prepared) -> dict:
+        from tickets.attacks import robust_evaluate
+
+        n = cfg.limit if cfg.limit is not None else limit
+        if progress:
+            print(f"  robust eval: {cfg.attack} eps {cfg.eps:g}, {cfg.steps} steps, {n or 'all'} test examples",
+                  file=sys.stderr)
+        return {"robust": robust_evaluate(prepared.model, prepared.task, "test", attack=cfg.attack, eps=cfg.eps,
+                                          alpha=cfg.alpha, steps=cfg.steps, device=device, batch_size=batch_size,
+                                          limit=n, mask=mask, seed=seed)}
+
+    return extra
 
 
 def _prunable_scores(prepared: Prepared, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

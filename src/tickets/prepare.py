@@ -91,15 +91,19 @@ def prepare(
 
 
 def random_init_state(prepared: Prepared, seed: int) -> dict[str, torch.Tensor]:
-    """θ_init: every module re-initialised by its own ``reset_parameters`` from ``seed`` (random re-init)."""
+    """θ_init: the model re-initialised from ``seed`` (random re-init): its ``reinit_`` when it has one, else
+    every submodule's ``reset_parameters``."""
     module = prepared.spec.module
     saved = clone_state(module)
     devices = {k: v.device for k, v in module.state_dict().items()}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for sub in module.modules():
-            if hasattr(sub, "reset_parameters") and sub is not module:
-                sub.reset_parameters()
+        if hasattr(module, "reinit_"):  # the model family's own init (BERT: normal(0, 0.02), not PyTorch's)
+            module.reinit_(seed)
+        else:
+            for sub in module.modules():
+                if hasattr(sub, "reset_parameters") and sub is not module:
+                    sub.reset_parameters()
     state = clone_state(module)
     module.load_state_dict({k: v.to(devices[k]) for k, v in saved.items()})
     return state

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tickets.config import HEAD_POLICIES, TransferConfig, resolve_train, to_dict
+from tickets.config import HEAD_POLICIES, TransferConfig, resolve_attack, resolve_train, to_dict
 from tickets.errors import TicketsError
 from tickets.level import run_level
 from tickets.masks import Mask
@@ -88,6 +88,9 @@ def transfer(
 
     config = to_dict(cfg)
     config.update(model=prepared.model_id, task=prepared.task.name, train=to_dict(train))
+    config.pop("robust_eval", None)  # absent when not asked for, so older runs keep their hash
+    if cfg.robust_eval is not None:
+        config["robust_eval"] = to_dict(resolve_attack(cfg.robust_eval, "robust_eval"))
     config["ticket"] = None if ticket is None else {"checksum": ticket.meta.get("checksum"),
                                                     "sparsity": round(ticket.mask.sparsity, 6)}
     run = RunDir(out, "transfer", config)
@@ -102,12 +105,17 @@ def transfer(
         "weights": weights_label,
         "ticket": None if ticket is None else {"path": str(cfg.ticket), **_ticket_summary(ticket)},
     }
+    from tickets.find import robust_extra
+
     metrics = run_level(run, 0, prepared, mask=mask, start=start, train=train, seed=cfg.seed, device=device,
-                        limit=cfg.data.limit, progress=progress, extra=extra)
+                        limit=cfg.data.limit, progress=progress, extra=extra,
+                        evaluate_extra=robust_extra(cfg.robust_eval, device, cfg.data.limit, train.eval_batch_size,
+                                                    cfg.seed, mask, progress))
     if cfg.save_weights:
         from safetensors.torch import save_file
 
-        state = {k: v.detach().cpu().contiguous() for k, v in prepared.model.state_dict().items()}
+        # clone: tied tensors (an MLM decoder sharing the word embeddings) must not share storage in the file
+        state = {k: v.detach().cpu().clone().contiguous() for k, v in prepared.model.state_dict().items()}
         atomic_write(run.path / "model.safetensors",
                      lambda tmp: save_file(state, str(tmp), metadata={"model": prepared.model_id,
                                                                       "task": prepared.task.name}))
@@ -118,5 +126,5 @@ def transfer(
 
 
 def _ticket_summary(ticket: Ticket) -> dict:
-    keep = ("model", "source_task", "method", "level", "seed", "weights", "checksum", "format")
+    keep = ("model", "source_task", "method", "level", "seed", "weights", "checksum", "format", "adversarial")
     return {k: ticket.meta[k] for k in keep if k in ticket.meta}

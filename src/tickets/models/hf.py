@@ -235,20 +235,32 @@ class HFTextModel(nn.Module):
         return {id(p) for p in self.base.parameters()}
 
     def _init_head(self, seed: int) -> None:
+        self._init_params([getattr(self, n) for n in self._head_names], seed, skip=self._shared_ids())
+
+    def reinit_(self, seed: int = 0) -> None:
+        """Random re-initialisation of every weight, BERT's way (N(0, initializer_range) weights and embeddings,
+        zero biases and padding rows, LayerNorm 1/0), from ``torch.Generator().manual_seed(seed)``: the "reinit"
+        baseline. (PyTorch's ``reset_parameters`` would give N(0, 1) embeddings, which BERT does not train from.)"""
+        self._init_params([self.base] + [getattr(self, n) for n in self._head_names], seed, skip=set())
+
+    def _init_params(self, roots: list[nn.Module], seed: int, skip: set[int]) -> None:
         gen = torch.Generator().manual_seed(seed)
         std = float(getattr(self.config, "initializer_range", 0.02) or 0.02)
-        shared, done = self._shared_ids(), set()
+        done = set(skip)
         with torch.no_grad():
-            for name in self._head_names:
-                for module in getattr(self, name).modules():
+            for root in roots:
+                for module in root.modules():
                     for pname, p in module.named_parameters(recurse=False):
-                        if id(p) in shared or id(p) in done:
+                        if id(p) in done:
                             continue
                         done.add(id(p))
-                        if isinstance(module, (nn.LayerNorm,)) and pname == "weight":
+                        if isinstance(module, nn.LayerNorm) and pname == "weight":
                             p.fill_(1.0)
                         elif pname == "weight" and p.dim() >= 2:
                             p.copy_(torch.empty(p.shape, dtype=torch.float32).normal_(0.0, std, generator=gen))
+                            pad = getattr(module, "padding_idx", None)
+                            if isinstance(module, nn.Embedding) and pad is not None:
+                                p[pad].zero_()
                         else:
                             p.zero_()
 

@@ -71,7 +71,8 @@ class Task:
         """Call ``model`` on ``batch`` and return its outputs (logits / predictions)."""
         if self.kind == "image":
             return model(batch["x"])
-        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        keys = ("input_ids", "attention_mask", "token_type_ids", "inputs_embeds")  # inputs_embeds: text attacks
+        inputs = {k: v for k, v in batch.items() if k in keys}
         out = model(**inputs)
         return out.logits if hasattr(out, "logits") else out
 

@@ -297,7 +297,8 @@ class MLMTask(Task):
     """A Task whose ``forward`` returns logits at masked positions only ([M, vocab])."""
 
     def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        keys = ("input_ids", "attention_mask", "token_type_ids", "inputs_embeds")  # as Task.forward
+        inputs = {k: v for k, v in batch.items() if k in keys}
         select = batch["labels"] != -100
         fast = getattr(model, "masked_lm_logits", None)
         if fast is not None:

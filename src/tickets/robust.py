@@ -1,0 +1,509 @@
+"""Robust tickets: double-win tickets and standard-vs-robust ticket transfer, read from finished transfer runs.
+
+A transfer run (``OUT/transfer-<hash>/``) is one (ticket or dense) × target task × seed × training regime:
+*standard* fine-tuning, or *adversarial* fine-tuning (``train.adversarial`` set). Its ``level-00/metrics.json``
+holds the clean test score (SA) and, when run with ``--robust-eval``, the robust score (RA).
+
+**Matching** (as in the studies issue): a ticket matches the dense model on a score when the ticket's mean over
+seeds is at least the dense mean minus one (sample, ddof = 1) standard deviation of the dense scores over seeds
+(``rule="std"``), or at least the dense mean (``rule="mean"``, stricter). With one dense seed the std is 0.
+
+**Double-win** (Chen et al., ICML 2022): a ticket is double-win at a sparsity on a task when it matches the dense
+model on SA *and* RA under *both* standard and adversarial transfer. Missing evidence (no adversarial runs, no
+robust evaluation) makes the verdict unknown (``None``), never a silent yes or no.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+from tickets.errors import TicketsError
+from tickets.runs import atomic_write, atomic_write_text, read_json
+
+RULES = ("std", "mean")
+REGIMES = ("standard", "adversarial")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading runs
+
+
+def adversarial_label(adv: dict | None) -> str:
+    """"standard" or e.g. "pgd-3 eps 2" / "fgsm eps 8" (budgets as configured, /255 for images)."""
+    if not adv:
+        return "standard"
+    name = f"pgd-{adv.get('steps')}" if adv.get("attack", "pgd") == "pgd" else adv.get("attack", "?")
+    return f"{name} eps {adv.get('eps'):g}"
+
+
+def _ticket_adversarial(ticket: dict) -> dict | None:
+    """How the ticket was drawn: from the transfer metrics, else from the ticket file's own metadata."""
+    if "adversarial" in ticket:
+        return ticket["adversarial"]
+    path = ticket.get("path")
+    if path and Path(path).is_file():
+        from tickets.ticket import load_ticket
+
+        return load_ticket(path).meta.get("adversarial")
+    return None
+
+
+def collect_transfers(root: str | Path) -> list[dict]:
+    """One record per finished transfer run under ``root`` (searched recursively).
+
+    Keys: ``path, model, task, seed, regime ("standard" | "adversarial"), train_adv (label), sparsity, level,
+    ticket (None for dense, else {checksum, source_task, method, level, drawn: label}), group (what seeds are
+    pooled over: "dense" or "<source_task> <method> <drawn>"), sa, ra (None without --robust-eval), robust
+    (the attack settings), config``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise TicketsError(f"{root} is not a directory: pass the --out directory of your transfer runs")
+    records = []
+    for done in sorted(root.rglob("transfer-*/level-00/DONE")):
+        run = done.parent.parent
+        try:
+            config = yaml.safe_load((run / "config.yaml").read_text())
+            m = read_json(done.parent / "metrics.json")
+        except (OSError, ValueError, yaml.YAMLError):
+            continue  # a damaged run is skipped, not fatal
+        adv = (config.get("train") or {}).get("adversarial")
+        t = m.get("ticket")
+        ticket = None
+        if t is not None:
+            drawn = adversarial_label(_ticket_adversarial(t))
+            ticket = {"checksum": t.get("checksum"), "source_task": t.get("source_task"), "method": t.get("method"),
+                      "level": t.get("level"), "seed": t.get("seed"), "drawn": drawn}
+        robust = m.get("robust")
+        records.append({
+            "path": str(run),
+            "model": config.get("model"),
+            "task": m.get("task", config.get("task")),
+            "seed": m.get("seed", config.get("seed")),
+            "regime": "adversarial" if adv else "standard",
+            "train_adv": adversarial_label(adv),
+            "sparsity": float(m.get("sparsity", 0.0)),
+            "level": None if ticket is None else ticket["level"],
+            "ticket": ticket,
+            "group": "dense" if ticket is None else f"{ticket['source_task']} {ticket['method']} {ticket['drawn']}",
+            "sa": m["test"][m["primary_metric"]],
+            "ra": None if not robust else robust["robust_accuracy"],
+            "robust": None if not robust else {k: robust[k] for k in ("attack", "eps", "alpha", "steps", "examples")},
+            "config": config,
+        })
+    return records
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# statistics
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; 0 for a single value)."""
+    values = list(values)
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def matches(ticket: Sequence[float], dense: Sequence[float], rule: str = "std") -> bool | None:
+    """Does the ticket match the dense model? ``None`` when either side has no values."""
+    if rule not in RULES:
+        raise TicketsError(f"matching rule must be one of {', '.join(RULES)}, got {rule!r}")
+    ticket = [v for v in ticket if v is not None]
+    dense = [v for v in dense if v is not None]
+    if not ticket or not dense:
+        return None
+    t_mean, _ = mean_std(ticket)
+    d_mean, d_std = mean_std(dense)
+    return t_mean >= d_mean - (d_std if rule == "std" else 0.0) - 1e-12
+
+
+def _groupby(records: Iterable[dict], *keys: str) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        out[tuple(r[k] for k in keys)].append(r)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# double-win
+
+
+def double_win(records: Sequence[dict], rule: str = "std") -> list[dict]:
+    """One row per (model, task, ticket group, level): SA/RA mean ± std under both regimes, the dense figures,
+    four matching verdicts and ``double_win`` (True / False / None when evidence is missing, see ``missing``)."""
+    if rule not in RULES:
+        raise TicketsError(f"matching rule must be one of {', '.join(RULES)}, got {rule!r}")
+    dense = _groupby([r for r in records if r["ticket"] is None], "model", "task", "regime")
+    rows = []
+    tickets = _groupby([r for r in records if r["ticket"] is not None], "model", "task", "group", "level")
+    for (model, task, group, level), runs in sorted(tickets.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        row: dict[str, Any] = {"model": model, "task": task, "ticket": group, "level": level,
+                               "sparsity": statistics.fmean(r["sparsity"] for r in runs)}
+        verdicts, missing = [], []
+        for regime in REGIMES:
+            mine = [r for r in runs if r["regime"] == regime]
+            base = dense.get((model, task, regime), [])
+            for score in ("sa", "ra"):
+                t_vals = [r[score] for r in mine if r[score] is not None]
+                d_vals = [r[score] for r in base if r[score] is not None]
+                key = f"{score}_{regime}"
+                row[key] = mean_std(t_vals) + (len(t_vals),)
+                row[f"dense_{key}"] = mean_std(d_vals) + (len(d_vals),)
+                verdict = matches(t_vals, d_vals, rule)
+                row[f"match_{key}"] = verdict
+                verdicts.append(verdict)
+                if verdict is None:
+                    what = "runs" if not mine or not base else "--robust-eval"
+                    side = "ticket" if not t_vals else "dense"
+                    missing.append(f"{regime} {score.upper()}: no {side} {what}")
+        row["double_win"] = None if None in verdicts and False not in verdicts else all(v is True for v in verdicts)
+        row["missing"] = "; ".join(missing)
+        rows.append(row)
+    return rows
+
+
+def highest_double_win(rows: Sequence[dict]) -> dict[tuple, float | None]:
+    """(model, task, ticket group) → the highest sparsity at which the ticket is double-win (None: never)."""
+    best: dict[tuple, float | None] = {}
+    for r in rows:
+        key = (r["model"], r["task"], r["ticket"])
+        best.setdefault(key, None)
+        if r["double_win"] is True and (best[key] is None or r["sparsity"] > best[key]):
+            best[key] = r["sparsity"]
+    return best
+
+
+def _pct(stat: tuple | None) -> str:
+    if not stat or stat[2] == 0 or stat[0] is None or math.isnan(stat[0]):
+        return "–"
+    return f"{100 * stat[0]:.2f} ± {100 * stat[1]:.2f}"
+
+
+def _yes(v: bool | None) -> str:
+    return "?" if v is None else ("yes" if v else "no")
+
+
+def format_double_win(rows: Sequence[dict], rule: str = "std") -> str:
+    """Markdown: per task and ticket, SA/RA (%, mean ± std over seeds) under both regimes and the verdict."""
+    if not rows:
+        return "no ticket transfer runs found (double-win needs transfer runs of tickets and of the dense model)\n"
+    lines = [f"Double-win: matching = ticket mean ≥ dense mean{' − 1 std' if rule == 'std' else ''} over seeds, "
+             "on SA and RA, under standard (std) and adversarial (adv) transfer.", "",
+             "| task | ticket | sparsity | SA std | RA std | SA adv | RA adv | dense SA std | dense RA std | "
+             "dense SA adv | dense RA adv | double-win |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for r in rows:
+        marks = [f"{_pct(r[k])}{'' if r['match_' + k] is not False else ' ✗'}"
+                 for k in ("sa_standard", "ra_standard", "sa_adversarial", "ra_adversarial")]
+        dense = [_pct(r["dense_" + k]) for k in ("sa_standard", "ra_standard", "sa_adversarial", "ra_adversarial")]
+        lines.append(f"| {r['task']} | {r['ticket']} | {100 * r['sparsity']:.1f}% | " + " | ".join(marks) + " | "
+                     + " | ".join(dense) + f" | {_yes(r['double_win'])} |")
+    best = highest_double_win(rows)
+    lines += ["", "Highest double-win sparsity:", ""]
+    for (model, task, group), s in sorted(best.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        lines.append(f"- {model} → {task}, {group}: " + ("none" if s is None else f"{100 * s:.1f}%"))
+    unknown = [r for r in rows if r["double_win"] is None]
+    if unknown:
+        lines += ["", f"? = not decidable: {unknown[0]['missing']} (and {len(unknown) - 1} more rows)"
+                  if len(unknown) > 1 else f"? = not decidable: {unknown[0]['missing']}"]
+    lines.append("✗ = does not match the dense model on that score.")
+    return "\n".join(lines) + "\n"
+
+
+def _flat(rows: Sequence[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        flat = {}
+        for k, v in r.items():
+            if isinstance(v, tuple):
+                flat[f"{k}_mean"], flat[f"{k}_std"], flat[f"{k}_n"] = v
+            else:
+                flat[k] = v
+        out.append(flat)
+    return out
+
+
+def write_rows(rows: Sequence[dict], path_stem: str | Path) -> list[Path]:
+    """``<stem>.csv`` and ``<stem>.json`` of (flattened) rows."""
+    stem = Path(path_stem)
+    flat = _flat(rows)
+    buf = io.StringIO()
+    if flat:
+        fields = list(dict.fromkeys(k for r in flat for k in r))
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writeheader()
+        w.writerows(flat)
+    atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(flat, indent=2, default=str) + "\n")
+    return [stem.with_suffix(".csv"), stem.with_suffix(".json")]
+
+
+def double_win_report(root: str | Path, rule: str = "std", out: str | Path | None = None) -> str:
+    """The double-win table of every transfer run under ``root``; with ``out``, also ``out``.md/.csv/.json."""
+    rows = double_win(collect_transfers(root), rule)
+    text = format_double_win(rows, rule)
+    if out is not None:
+        stem = Path(out).with_suffix("")
+        atomic_write_text(stem.with_suffix(".md"), text)
+        write_rows(rows, stem)
+    return text
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# standard vs robust tickets (issue 4 §5)
+
+
+def ticket_checksums(find_dir: str | Path) -> dict[str, int]:
+    """checksum → level of every ticket of a find run."""
+    from tickets.ticket import load_ticket
+
+    out = {}
+    for path in sorted(Path(find_dir).glob("level-*/ticket.safetensors")):
+        meta = load_ticket(path).meta
+        out[meta["checksum"]] = int(meta["level"])
+    return out
+
+
+def has_setup(config: dict, setup: dict | None) -> bool:
+    """Does a run's resolved config agree with every key of ``setup`` (nested; a None value = key absent/None)?"""
+    for key, want in (setup or {}).items():
+        have = config.get(key)
+        if isinstance(want, dict):
+            if not isinstance(have, dict) or not has_setup(have, want):
+                return False
+        elif have != want:
+            return False
+    return True
+
+
+def compare_tickets(records: Sequence[dict], finds: dict[str, Sequence[str | Path]], *, regime: str = "standard",
+                    rule: str = "std", setup: dict | None = None) -> list[dict]:
+    """Transfer scores (SA) of each kind of ticket (``finds[kind]`` = its find run directories, one per seed) vs
+    the dense model, per target task and level. Dense runs are those of the same model, task and regime; only
+    runs whose config agrees with ``setup`` (e.g. ``{"data": {"train_size": 2000}, "robust_eval": None}``) count,
+    so runs of other studies in the same folder never mix in."""
+    records = [r for r in records if has_setup(r["config"], setup)]
+    owner: dict[str, list[tuple[str, int]]] = defaultdict(list)  # identical masks share one transfer run
+    for kind, dirs in finds.items():
+        for d in dirs:
+            for checksum, level in ticket_checksums(d).items():
+                owner[checksum].append((kind, level))
+    mine = [r for r in records if r["regime"] == regime and r["ticket"] and r["ticket"]["checksum"] in owner]
+    if not mine:
+        return []
+    models = {r["model"] for r in mine}
+    dense = _groupby([r for r in records if r["ticket"] is None and r["regime"] == regime and r["model"] in models],
+                     "task")
+    rows = []
+    by = defaultdict(list)
+    for r in mine:
+        for kind, level in owner[r["ticket"]["checksum"]]:
+            by[(r["task"], level, kind)].append(r)
+    for task in sorted({k[0] for k in by}):
+        d_sa = [r["sa"] for r in dense.get((task,), [])]
+        for level in sorted({k[1] for k in by if k[0] == task}):
+            row: dict[str, Any] = {"task": task, "level": level, "dense": mean_std(d_sa) + (len(d_sa),)}
+            for kind in finds:
+                runs = by.get((task, level, kind), [])
+                vals = [r["sa"] for r in runs]
+                row[kind] = mean_std(vals) + (len(vals),)
+                row[f"{kind}_sparsity"] = statistics.fmean(r["sparsity"] for r in runs) if runs else math.nan
+                row[f"{kind}_matches"] = matches(vals, d_sa, rule)
+            rows.append(row)
+    return rows
+
+
+def plot_compare(rows: Sequence[dict], kinds: Sequence[str], path: str | Path, *, title: str) -> Path:
+    """One panel per target task: transfer accuracy vs sparsity per ticket kind (error bars: std over seeds),
+    the dense model as a dashed line with a ±1 std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.0), dpi=120, squeeze=False)
+    colors = ["tab:blue", "tab:red", "tab:green", "tab:purple"]
+    for ax, task in zip(axes[0], tasks):
+        trows = [r for r in rows if r["task"] == task]
+        xs_all = []
+        for color, kind in zip(colors, kinds):
+            pts = [(r[f"{kind}_sparsity"], r[kind]) for r in trows if r[kind][2]]
+            if not pts:
+                continue
+            xs = [100 * s for s, _ in pts]
+            xs_all += xs
+            ax.errorbar(xs, [100 * v[0] for _, v in pts], yerr=[100 * v[1] for _, v in pts], marker="o",
+                        capsize=3, color=color, label=f"{kind} tickets")
+        d = trows[0]["dense"]
+        if d[2]:
+            ax.axhline(100 * d[0], color="black", ls="--", lw=1, label="dense (θ0, fine-tuned)")
+            ax.axhspan(100 * (d[0] - d[1]), 100 * (d[0] + d[1]), color="grey", alpha=0.2, lw=0)
+        ax.set_title(task)
+        ax.set_xlabel("sparsity of the prunable set (%)")
+        ax.set_ylabel("test accuracy after transfer (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def format_compare(rows: Sequence[dict], kinds: Sequence[str], rule: str = "std") -> str:
+    """Markdown table of ``compare_tickets`` rows (accuracy %, mean ± std over seeds; * = matches dense)."""
+    head = "| target | level | sparsity | dense | " + " | ".join(kinds) + " | " + \
+           " − ".join(reversed(kinds[:2])) + " |"
+    lines = [head, "|---|---:|---:|---:|" + "---:|" * len(kinds) + "---:|"]
+    for r in rows:
+        cells = [f"{_pct(r[k])}{' *' if r[f'{k}_matches'] else ''}" for k in kinds]
+        diff = ""
+        if len(kinds) >= 2 and r[kinds[0]][2] and r[kinds[1]][2]:
+            diff = f"{100 * (r[kinds[1]][0] - r[kinds[0]][0]):+.2f}"
+        sp = r[f"{kinds[0]}_sparsity"]
+        lines.append(f"| {r['task']} | {r['level']} | {100 * sp:.1f}% | {_pct(r['dense'])} | " + " | ".join(cells)
+                     + f" | {diff} |")
+    lines.append("")
+    lines.append(f"Accuracy in %, mean ± std (ddof 1) over seeds; * = matches the dense model "
+                 f"({'within one std of the dense mean' if rule == 'std' else 'at least the dense mean'}).")
+    return "\n".join(lines) + "\n"
+
+
+def find_run_path(argv: Sequence[str], out: str | Path | None = None) -> Path:
+    """The run directory a ``tickets find …`` command line writes to, computed without running it."""
+    from tickets.cli import _config, build_parser
+    from tickets.config import FindConfig
+    from tickets.find import resolved_config
+    from tickets.prepare import prepare
+    from tickets.runs import config_hash
+
+    args = build_parser().parse_args(list(argv[1:] if argv and argv[0] == "tickets" else argv))
+    cfg = _config(FindConfig, args, "find")
+    prepared = prepare(cfg.model, cfg.task, head=cfg.head, seed=cfg.seed, prunable=cfg.prunable, data=cfg.data,
+                       data_root=args.data_root, model_root=args.model_root)
+    return Path(out or args.out or "runs") / f"find-{config_hash(resolved_config(cfg, prepared))}"
+
+
+def read_steps(steps_log: str | Path) -> dict[str, dict]:
+    """Last successful record per step name of an experiment's steps.jsonl (see examples/robust-tickets.py); the
+    CPU and wall seconds are those of the attempt that did the work (the largest, not a resume that skipped)."""
+    steps: dict[str, dict] = {}
+    path = Path(steps_log)
+    if not path.exists():
+        return steps
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if r.get("rc") != 0:
+            continue
+        old = steps.get(r["step"])
+        if old is None or r["cpu_s"] > old["cpu_s"]:
+            steps[r["step"]] = r
+    return steps
+
+
+SHARED_SETUP = {"data": {"train_size": 2000, "limit": 2000}, "train": {"epochs": 3, "adversarial": None},
+                "head": "fresh", "init": "ticket", "reverse": False, "robust_eval": None}
+
+
+def robust_transfer_report(out: str | Path, results: str | Path, steps_log: str | Path,
+                           finds: dict[str, list[Path]] | None = None, rule: str = "std",
+                           setup: dict | None = SHARED_SETUP) -> str:
+    """Issue 4 §5: standard vs robust IMP tickets transferred with standard fine-tuning, from ``out``.
+
+    ``finds[kind]`` are the find runs of each ticket kind ("standard", "robust"); by default they are worked out
+    from the ``find-<kind>-s<seed>`` steps in ``steps_log``. Writes into ``results``: transfer.md/.csv/.json,
+    source.csv (the tickets on the source task), costs.json and robust-tickets.png; returns the markdown.
+    """
+    results = Path(results)
+    steps = read_steps(steps_log)
+    if finds is None:
+        finds = defaultdict(list)
+        for name, r in sorted(steps.items()):
+            if name.startswith("find-"):
+                finds[name.split("-")[1]].append(find_run_path(r["argv"], out))
+        finds = dict(finds)
+    kinds = list(finds)
+    if not kinds:
+        raise TicketsError(f"no find runs named in {steps_log}: run examples/robust-tickets.py first")
+    records = collect_transfers(out)
+    rows = compare_tickets(records, finds, rule=rule, setup=setup)
+    table = format_compare(rows, kinds, rule)
+    atomic_write_text(results / "transfer.md", table)
+    write_rows(rows, results / "transfer")
+
+    # double-win: the runs with robust evaluation whose tickets come from these finds (and their dense runs)
+    ours = {c for d in (x for dirs in finds.values() for x in dirs) for c in ticket_checksums(d)}
+    dw_setup = {k: v for k, v in (setup or {}).items() if k not in ("robust_eval", "train")}
+    dw_records = [r for r in records if r["ra"] is not None and has_setup(r["config"], dw_setup)
+                  and (r["ticket"] is None or r["ticket"]["checksum"] in ours)]
+    dw_text = ""
+    if dw_records:
+        dw_rows = double_win(dw_records, rule)
+        dw_text = format_double_win(dw_rows, rule)
+        atomic_write_text(results / "double-win.md", dw_text)
+        write_rows(dw_rows, results / "double-win")
+
+    # the tickets on the source task: clean test accuracy per level, robust accuracy where measured
+    src_rows = []
+    for kind, dirs in finds.items():
+        for d in dirs:
+            summary = read_json(Path(d) / "summary.json")
+            for lv in summary["levels"]:
+                m = read_json(Path(d) / f"level-{lv['level']:02d}" / "metrics.json")
+                rob = m.get("robust") or {}
+                src_rows.append({"kind": kind, "seed": summary["config"]["seed"], "level": lv["level"],
+                                 "sparsity": lv["sparsity"], "test_accuracy": lv["test"][lv["primary_metric"]],
+                                 "robust_accuracy": rob.get("robust_accuracy"),
+                                 "robust_clean_accuracy": rob.get("clean_accuracy"),
+                                 "robust_attack": adversarial_label(rob) if rob else None,
+                                 "robust_examples": rob.get("examples"),
+                                 "train_seconds": m["train_seconds"], "run": Path(d).name})
+    write_rows(src_rows, results / "source")
+    source_lines = ["| kind | level | sparsity | source test acc. | robust acc. (attack, eps in /255; examples) |",
+                    "|---|---:|---:|---:|---:|"]
+    by = _groupby(src_rows, "kind", "level")
+    for (kind, level), rs in sorted(by.items()):
+        acc = mean_std([r["test_accuracy"] for r in rs])
+        ras = [r["robust_accuracy"] for r in rs if r["robust_accuracy"] is not None]
+        attack = next((f" ({r['robust_attack']}; {r['robust_examples']})" for r in rs if r["robust_attack"]), "")
+        source_lines.append(f"| {kind} | {level} | {100 * rs[0]['sparsity']:.1f}% | {_pct(acc + (len(rs),))} | "
+                            + (_pct(mean_std(ras) + (len(ras),)) + attack if ras else "not measured") + " |")
+
+    # what drawing each kind of ticket cost
+    costs: dict[str, Any] = {"steps": {k: {"cpu_s": v["cpu_s"], "wall_s": v["wall_s"]} for k, v in steps.items()}}
+    for kind, dirs in finds.items():
+        cpu = [steps[n]["cpu_s"] for n in steps if n.startswith(f"find-{kind}-")]
+        train = [sum(r["train_seconds"] for r in src_rows if r["kind"] == kind and r["run"] == Path(d).name)
+                 for d in dirs]
+        costs[kind] = {"find_cpu_s_mean": statistics.fmean(cpu) if cpu else None,
+                       "find_train_seconds_mean": statistics.fmean(train) if train else None}
+    if "standard" in costs and "robust" in costs:
+        s, r = costs["standard"], costs["robust"]
+        costs["robust_over_standard"] = {
+            k: (r[k] / s[k] if r[k] and s[k] else None) for k in ("find_cpu_s_mean", "find_train_seconds_mean")}
+    costs["total_cpu_s"] = round(sum(v["cpu_s"] for v in steps.values()), 1)
+    atomic_write_text(results / "costs.json", json.dumps(costs, indent=2) + "\n")
+    if rows:
+        plot_compare(rows, kinds, results / "robust-tickets.png",
+                     title="resnet20-cifar10: IMP tickets drawn on CIFAR-10 (standard vs PGD-3 adversarial "
+                           "training), standard fine-tuning on the target")
+    return "\n".join(["## Transfer (standard fine-tuning)", "", table, "## Double-win", "", dw_text or "(no runs)", "",
+                      "## The tickets on the source task", "",
+                      *source_lines, "", "## Cost", "", "```json", json.dumps(
+                          {k: v for k, v in costs.items() if k != "steps"}, indent=2), "```", ""])
