@@ -8,18 +8,18 @@ From the pre-trained ResNet-20 (CIFAR-10), draw IMP tickets on CIFAR-10 twice pe
 - robust: the same, under PGD-3 adversarial training (ε 2/255, α 1/255; ``--adv pgd --adv-eps 2 --adv-alpha 1
   --adv-steps 3``), with robust accuracy (PGD-20, ε 2/255, α 0.5/255) on the first 500 CIFAR-10 test images.
 
-Then transfer both kinds (levels 1–4: 40, 64, 78.4, 87.0 % sparse) with *standard* fine-tuning to CIFAR-100 and
-Fashion-MNIST (same subset sizes and epochs), plus the dense baselines, for seeds 0 and 1 — every step a plain
-``tickets`` command, run one after the other, each resumable (rerunning this script skips finished work).
+Transfer both kinds (levels 1–4: 40, 64, 78.4, 87.0 % sparse) with *standard* fine-tuning to CIFAR-100,
+Fashion-MNIST and MNIST (same subset sizes and epochs, the CNN training defaults), plus the dense baselines, for
+seeds 0 and 1. Also: the robust-accuracy sanity figures of the standard ResNet-20 (1,000 CIFAR-10 test images);
+the cost of drawing a ticket (one dense + one pruned IMP level, standard vs PGD-3 vs FGSM-RS training, timed in
+this process on the same data); and a double-win check on Fashion-MNIST (levels 2 and 4 of both kinds of tickets
+and the dense model, standard and PGD-3 adversarial fine-tuning, each with PGD-20 robust accuracy at ε 2/255 on
+500 test images). Every step is a plain ``tickets`` command, run one after the other, each resumable (rerunning
+this script skips finished work).
 
     export TICKETS_DATA=/path/to/shared/data TICKETS_MODELS=/path/to/shared/models
     OMP_NUM_THREADS=1 nohup python examples/robust-tickets.py > runs/robust-tickets.log 2>&1 &
-    python examples/robust-tickets.py --report     # table + plot into docs/results/robust-tickets/
-
-Phase 3 (after the above): the robust-accuracy sanity figures of the standard ResNet-20 (1,000 CIFAR-10 test
-images), the cost of one robust evaluation, MNIST as a third target, and a double-win check on Fashion-MNIST
-(levels 2 and 4 of both kinds of tickets and the dense model, standard and PGD-3 adversarial fine-tuning, each
-with PGD-20 robust accuracy at ε 2/255 on 500 test images).
+    python examples/robust-tickets.py --report     # tables + plot into docs/results/robust-tickets/
 
 Per-step wall-clock and CPU seconds go to ``runs/robust-tickets/steps.jsonl``.
 """
@@ -52,6 +52,9 @@ SANITY = {  # name -> attack flags; every run also reports the clean accuracy of
     "eps-0": ["--attack", "pgd", "--eps", "0"],
 }
 SANITY_IMAGES = "1000"
+COST_OUT = "runs/robust-tickets/cost"  # not shared: one dense + one pruned level per kind, to time them
+COST_VARIANTS = {"standard": [], "pgd3": ["--adv", "pgd", "--adv-eps", "2", "--adv-alpha", "1", "--adv-steps", "3"],
+                 "fgsm-rs": ["--adv", "fgsm", "--adv-eps", "8"]}
 LEVELS = (1, 2, 3, 4)
 SHARED = ["--train-size", "2000", "--epochs", "3", "--limit", "2000"]
 FIND = ["tickets", "find", "--model", "resnet20-cifar10", "--task", "cifar10", "--method", "imp",
@@ -112,24 +115,16 @@ def main() -> None:
         print(robust_transfer_report(OUT, RESULTS, steps_log=STEPS_LOG))
         return
     finds = {}
-    # 1. standard tickets (shared CV settings) and the dense baselines: no adversarial code needed
-    for seed in SEEDS:
-        out = run_step(f"find-standard-s{seed}", [*FIND, "--seed", str(seed), "--out", OUT, "--quiet"])
-        finds[("standard", seed)] = run_path(out)
-    for seed in SEEDS:
-        for task in TARGETS:
-            run_step(f"transfer-dense-s{seed}-{task}",
-                     ["tickets", "transfer", "--model", "resnet20-cifar10", "--task", task, *SHARED,
-                      "--seed", str(seed), "--out", OUT, "--quiet"])
-    for seed in SEEDS:
-        transfers("standard", finds[("standard", seed)], seed)
-    # 2. robust tickets: IMP under PGD-3 adversarial training, then the same standard transfers
+    # The CV study (examples/cv-resnet20.yaml) shares the standard tickets, dense baselines and standard-ticket
+    # transfers by content hash; the steps unique to this study run first, so those are usually found done.
+    # 1. robust tickets: IMP under PGD-3 adversarial training (ε 2/255), RA after every level
     for seed in SEEDS:
         out = run_step(f"find-robust-s{seed}", [*FIND, *ROBUST, "--seed", str(seed), "--out", OUT, "--quiet"])
         finds[("robust", seed)] = run_path(out)
     for seed in SEEDS:
-        transfers("robust", finds[("robust", seed)], seed)
-    # 3. sanity figures, the cost of one robust evaluation, a third target, and a double-win check
+        transfers("robust", finds[("robust", seed)], seed, TARGETS + EXTRA_TARGETS)
+    # 2. sanity figures; the cost of drawing a ticket (dense level + one pruned level, same data, this process,
+    #    no robust evaluation) with standard, PGD-3 and FGSM-RS training; the cost of one robust evaluation
     sanity = {}
     for name, flags in SANITY.items():
         out = run_step(f"sanity-{name}", ["tickets", "eval", "--model", "resnet20-cifar10", "--task", "cifar10",
@@ -137,16 +132,24 @@ def main() -> None:
         sanity[name] = json.loads(out)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sanity.json").write_text(json.dumps(sanity, indent=2, sort_keys=True) + "\n")
+    one_level = [*FIND[:FIND.index("--levels")], "--levels", "1", "--rate", "0.4", *SHARED, "--seed", "0",
+                 "--out", COST_OUT, "--quiet"]
+    for name, flags in COST_VARIANTS.items():
+        run_step(f"cost-find-{name}", [*one_level, *flags])
     run_step("cost-robust-eval-500", ["tickets", "eval", "--model", "resnet20-cifar10", "--task", "cifar10",
                                       "--attack", "pgd", "--eps", "2", "--alpha", "0.5", "--steps", "20",
                                       "--limit", "500", "--quiet"])
+    # 3. standard tickets (the shared CV settings), dense baselines, standard-ticket transfers
     for seed in SEEDS:
-        for task in EXTRA_TARGETS:
+        out = run_step(f"find-standard-s{seed}", [*FIND, "--seed", str(seed), "--out", OUT, "--quiet"])
+        finds[("standard", seed)] = run_path(out)
+    for seed in SEEDS:
+        for task in TARGETS + EXTRA_TARGETS:
             run_step(f"transfer-dense-s{seed}-{task}",
                      ["tickets", "transfer", "--model", "resnet20-cifar10", "--task", task, *SHARED,
                       "--seed", str(seed), "--out", OUT, "--quiet"])
-        for kind in ("standard", "robust"):
-            transfers(kind, finds[(kind, seed)], seed, EXTRA_TARGETS)
+        transfers("standard", finds[("standard", seed)], seed, TARGETS + EXTRA_TARGETS)
+    # 4. double-win on Fashion-MNIST: standard and adversarial fine-tuning, RA measured
     for regime, flags in (("std", []), ("adv", ADV_TRANSFER)):
         for seed in SEEDS:
             base = ["tickets", "transfer", "--task", DOUBLE_WIN_TASK, *SHARED, "--seed", str(seed), "--out", OUT,

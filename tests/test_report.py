@@ -57,10 +57,10 @@ ROWS = DENSE + [
     *[_row("find", "A", s, v, source="A", method="imp", level=3, sparsity=0.9) for s, v in zip((0, 1, 2),
                                                                                                (0.84, 0.85, 0.86))],
     # tickets from B transferred to A: 0.899 at 50% is just outside one sd — must NOT match
-    *[_row("transfer", "A", s, v, source="B", method="imp", level=1, sparsity=0.5) for s, v in zip((0, 1, 2),
-                                                                                                   (0.898, 0.899, 0.9))],
-    *[_row("transfer", "A", s, v, source="B", method="imp", level=2, sparsity=0.75) for s, v in zip((0, 1, 2),
-                                                                                                    (0.95, 0.95, 0.95))],
+    *[_row("transfer", "A", s, v, source="B", method="imp", level=1, sparsity=0.5)
+      for s, v in zip((0, 1, 2), (0.898, 0.899, 0.9))],
+    *[_row("transfer", "A", s, v, source="B", method="imp", level=2, sparsity=0.75)
+      for s, v in zip((0, 1, 2), (0.95, 0.95, 0.95))],
 ]
 
 

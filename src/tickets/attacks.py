@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from tickets.config import ATTACKS, AdversarialConfig, default_alpha
+from tickets.config import AdversarialConfig, RobustEvalConfig, resolve_attack
 from tickets.errors import TicketsError
 from tickets.masks import Mask
 from tickets.tasks.base import Batch, Task
@@ -52,17 +52,8 @@ Perturbation = Callable[[nn.Module, Batch], Batch]
 
 
 def check_attack(attack: str, eps: float, alpha: float | None, steps: int, where: str = "attack") -> float:
-    """Validate an attack's settings; return the step size actually used (``alpha`` or its default)."""
-    if attack not in ATTACKS:
-        raise TicketsError(f"{where} must be one of {', '.join(ATTACKS)}, got {attack!r}")
-    if not eps >= 0:
-        raise TicketsError(f"{where} eps must be >= 0 (in /255 pixel units for images), got {eps}")
-    if attack == "pgd" and steps < 1:
-        raise TicketsError(f"{where} steps must be at least 1 for PGD, got {steps}: pass --steps K")
-    used = default_alpha(attack, eps) if alpha is None else alpha
-    if not used >= 0:
-        raise TicketsError(f"{where} alpha (step size) must be >= 0, got {used}")
-    return used
+    """Validate an attack's settings (TicketsError naming the bad one); return the step size actually used."""
+    return resolve_attack(RobustEvalConfig(attack=attack, eps=eps, alpha=alpha, steps=steps), where).alpha
 
 
 def _input_embeddings(model: nn.Module) -> nn.Module:
@@ -229,10 +220,8 @@ def training_perturbation(adv_cfg: AdversarialConfig, task: Task) -> Perturbatio
     untouched. Random starts come from the global RNG, which ``fine_tune`` seeds per epoch.
     """
     _check_task(task)
-    alpha = check_attack(adv_cfg.attack, adv_cfg.eps, adv_cfg.alpha, adv_cfg.steps, where="train.adversarial")
-    if not 0.0 <= adv_cfg.clean_fraction < 1.0:
-        raise TicketsError(f"train.adversarial.clean_fraction must be in [0, 1), got {adv_cfg.clean_fraction}: "
-                           "pass --adv-clean-fraction F")
+    adv_cfg = resolve_attack(adv_cfg, "train.adversarial")  # validated; alpha filled, FGSM: one step
+    alpha = adv_cfg.alpha
     settings = dict(attack=adv_cfg.attack, eps=adv_cfg.eps, alpha=alpha, steps=adv_cfg.steps)
 
     def perturb(model: nn.Module, batch: Batch) -> Batch:
@@ -247,8 +236,7 @@ def training_perturbation(adv_cfg: AdversarialConfig, task: Task) -> Perturbatio
                 return {**batch, "x": x}
             with torch.enable_grad():
                 delta = _text_delta(model, task, _rows(batch, slice(clean, None)), eps=adv_cfg.eps, alpha=alpha,
-                                    steps=1 if adv_cfg.attack == "fgsm" else adv_cfg.steps, random_start=True,
-                                    generator=None)
+                                    steps=adv_cfg.steps, random_start=True, generator=None)
         if clean:
             delta = torch.cat([torch.zeros_like(delta[:1]).expand(clean, *delta.shape[1:]), delta])
         return _text_batch(model, batch, delta)

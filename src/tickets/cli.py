@@ -47,10 +47,12 @@ def _common(p: argparse.ArgumentParser, *, schedule: bool = True) -> None:
     g.add_argument("--data-root", metavar="DIR", help="data root (default: $TICKETS_DATA)")
     g.add_argument("--model-root", metavar="DIR", help="pre-trained weights root (default: $TICKETS_MODELS)")
     g.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="torch CPU threads (default: torch's choice; 1 is fastest for small models on a busy machine)")
     t = p.add_argument_group("training")
-    t.add_argument("--batch-size", type=int, help="default 128 (CNN) / 32 (BERT family)")
+    t.add_argument("--batch-size", type=int, help="default 64 (CNN) / 32 (BERT family)")
     t.add_argument("--optimizer", choices=["sgd", "adamw"], help="default sgd (CNN) / adamw (BERT family)")
-    t.add_argument("--lr", type=float, help="peak learning rate; default 0.01 (CNN) / 2e-5 (BERT family)")
+    t.add_argument("--lr", type=float, help="peak learning rate; default 0.05 (CNN) / 2e-5 (BERT family)")
     t.add_argument("--weight-decay", type=float, help="default 5e-4 (CNN) / 0 (BERT family)")
     t.add_argument("--lr-schedule", choices=["constant", "step", "cosine", "linear"],
                    help="default cosine (CNN) / linear (BERT family)")
@@ -369,10 +371,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from tickets.experiment import run_experiment
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     return run_experiment(args.experiment, out=args.out, dry_run=args.dry_run, device=args.device,
                           data_root=args.data_root, model_root=args.model_root, progress=not args.quiet,
                           report=not args.no_report)
@@ -416,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
         return int(exc.code or 0)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return COMMANDS[args.command](args)
     except TicketsError as exc:

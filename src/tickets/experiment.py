@@ -757,19 +757,8 @@ def write_jobs(sdir: Path, exp: Experiment, jobs: list[Job], out: Path) -> None:
 def plan(exp: Experiment, out: Path, *, data_root=None, model_root=None) -> tuple[Expander, list[Job]]:
     ex = Expander(exp, data_root=data_root, model_root=model_root)
     jobs = ex.jobs()
-    recorded = {}
-    jobs_file = study_dir(out, exp) / "jobs.json"
-    if jobs_file.exists():  # where earlier invocations really ran each job (a guard against a drifted prediction)
-        try:
-            recorded = {r["key"]: r for r in json.loads(jobs_file.read_text())["jobs"] if r.get("key")}
-        except (ValueError, KeyError, TypeError):
-            recorded = {}
     for job in jobs:
         ex.predict(job, out)
-        r = recorded.get(job.key)
-        if job.status != "done" and r and r.get("status") == "done" and r.get("run") and (out / r["run"]).is_dir():
-            job.run, job.actual = out / r["run"], True
-            ex.predict(job, out)
     return ex, jobs
 
 

@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +27,6 @@ import yaml
 
 from tickets.errors import TicketsError
 from tickets.matching import (
-    Stat,
     dense_baselines,
     higher_is_better,
     highest_matching_table,
@@ -310,7 +308,7 @@ def _frac(f: float) -> str:
 
 
 def _ticket_label(source: str, target: str, method: str) -> str:
-    return f"{method}, own task" if source == target else f"{method} ticket from {source}"
+    return f"{method} (own task)" if source == target else f"{method} from {source}"
 
 
 def _slug(*parts: Any) -> str:
@@ -536,8 +534,9 @@ def _layer_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dic
                     continue
                 ys = [100 * sum(per[n]) / len(per[n]) for n in names]
                 # widest first, so lines of identical masks stay visible as nested bands
-                ax.plot(xs, ys, marker=_MARKERS[i % len(_MARKERS)], ms=4 + 0.6 * (len(kinds) - i), mfc="none",
-                        lw=1.0 + 1.4 * (len(kinds) - 1 - i), alpha=0.85, color=_COLOURS[i % len(_COLOURS)],
+                ax.plot(xs, ys, marker=_MARKERS[i % len(_MARKERS)], ms=4 + 0.5 * (len(kinds) - i), mfc="none",
+                        lw=1.0 + 3.5 * (len(kinds) - 1 - i) / max(1, len(kinds) - 1), alpha=0.8,
+                        color=_COLOURS[i % len(_COLOURS)],
                         ls="-" if method == "imp" else ("--" if method == "omp" else ":"),
                         label=f"{method} on {source}")
             target = 100 * sum(overall[level]) / len(overall[level])
@@ -546,14 +545,15 @@ def _layer_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dic
             ax.set_ylabel("sparsity (%)", fontsize=8)
             ax.set_title(f"tickets at {target:.1f}% sparsity of the prunable set (dotted line)", fontsize=9)
             ax.grid(alpha=0.3)
-        axes[0, 0].legend(fontsize=7, ncol=min(4, len(kinds)), loc="lower right")
+        axes[0, 0].legend(fontsize=7.5, ncol=min(3, len(kinds)), loc="lower center", bbox_to_anchor=(0.5, 1.12),
+                          frameon=False)
         ax = axes[-1, 0]
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{s} ({sizes[n] / 1000:.1f}k)" for s, n in zip(short, names)], rotation=60, ha="right",
                            fontsize=7)
         ax.set_xlabel("prunable tensor, in model order (its number of weights)", fontsize=8)
         fig.suptitle(f"{model}: per-layer sparsity of the tickets (pruned / weights of each tensor), mean over "
-                     "seeds", fontsize=9)
+                     "seeds\nlines on top of each other = the same per-layer profile", fontsize=9)
         fig.tight_layout()
         name = f"layer-sparsity-{_slug(model)}.png"
         _save(fig, out / name)
@@ -701,22 +701,50 @@ def _setup_lines(ctx: dict) -> list[str]:
         cpu = sum(p["cpu_seconds"] for p in progress)
         wall = sum(p["wall_seconds"] for p in progress)
         lines.append(f"- **Compute**: this study ran {len(progress)} jobs in {wall / 3600:.2f} h wall, "
-                     f"{cpu / 3600:.2f} CPU-hours (process CPU time); fine-tuning in all runs the report reads "
-                     f"(including runs reused from elsewhere) took {train_seconds / 3600:.2f} h wall.")
+                     f"{cpu / 3600:.2f} CPU-hours (process CPU time); the training loops of all runs the report "
+                     f"reads (including runs reused from elsewhere; evaluation not counted) took "
+                     f"{train_seconds / 3600:.2f} h wall.")
     else:
         lines.append(f"- **Compute**: fine-tuning in the runs read took {train_seconds / 3600:.2f} h wall.")
     return lines
 
 
-def _findings(ctx: dict, table: list[dict], vs_own: list[dict]) -> list[str]:
+def _findings(ctx: dict, table: list[dict], vs_own: list[dict], overlap: list[dict]) -> list[str]:
+    """The story in a few bullets: matching sparsities, methods compared, transfer vs own tickets, overlap."""
     lines = []
+    by_task: dict[tuple, list[dict]] = {}
     for r in table:
-        if r["fraction"] != 1.0 or r["source"] != r["target"]:
+        by_task.setdefault((r["model"], r["target"], r["fraction"]), []).append(r)
+    for (model, target, fraction), recs in by_task.items():
+        kinds = "; ".join(f"{_ticket_label(r['source'], target, r['method'])} "
+                          f"**{_pct(r['within_1sd'] and r['within_1sd']['sparsity'])}** / "
+                          f"{_pct(r['at_least_dense'] and r['at_least_dense']['sparsity'])}" for r in recs)
+        data = "" if fraction == 1.0 else f" ({fraction:g} of the training data)"
+        lines.append(f"- Highest matching sparsity on **{target}**{data} (within 1 sd / ≥ dense mean): {kinds}; "
+                     f"tested up to {_pct(max(r['max_sparsity'] for r in recs))}.")
+    curves = ticket_curves(ctx["rows"])
+    dense = dense_baselines(ctx["rows"])
+    for (model, target, fraction), recs in by_task.items():
+        own = [r for r in recs if r["source"] == target]
+        if len(own) < 2:
             continue
-        w, s = r["within_1sd"], r["at_least_dense"]
-        lines.append(f"- {r['model']} on **{r['target']}**, {r['method']} tickets drawn on it: highest matching "
-                     f"sparsity {_pct(w and w['sparsity'])} (within 1 sd), {_pct(s and s['sparsity'])} (≥ dense "
-                     f"mean); tried up to {_pct(r['max_sparsity'])}.")
+        metric = own[0]["metric"]
+        sc = _scale(metric)
+        pts = {r["method"]: {p["level"]: p for p in curves[(model, target, fraction, target, r["method"])]}
+               for r in own}
+        levels = sorted(set.intersection(*(set(v) for v in pts.values())))
+        if not levels:
+            continue
+        sign = 1 if higher_is_better(metric) else -1
+        best = [max(pts, key=lambda m: sign * pts[m][lv]["score"].mean) for lv in levels]
+        top = levels[-1]
+        scores = ", ".join(f"{m} {pts[m][top]['score'].mean * sc:.1f}" for m in sorted(
+            pts, key=lambda m: -sign * pts[m][top]["score"].mean))
+        d = dense.get((model, target, fraction))
+        wins = ", ".join(f"{m} at {best.count(m)}" for m in sorted(set(best), key=lambda m: -best.count(m)))
+        lines.append(f"- Methods on **{target}**: best at {len(levels)} sparsities — {wins}; at "
+                     f"{_pct(pts[own[0]['method']][top]['sparsity'])}: {scores}"
+                     f"{'' if d is None else f' (dense {d.mean * sc:.1f})'}.")
     for v in vs_own:
         ahead = "higher" if v["mean_diff"] > 0 else "lower"
         data = "" if v["fraction"] == 1.0 else f" ({v['fraction']:g} of the training data)"
@@ -724,6 +752,24 @@ def _findings(ctx: dict, table: list[dict], vs_own: list[dict]) -> list[str]:
         lines.append(f"- On **{v['target']}**{data}, {v['method']} tickets from **{v['source']}** scored {ahead} "
                      f"than {v['target']}'s own {v['method']} tickets on average ({v['mean_diff'] * scale:+.1f} "
                      f"points), better at {v['wins']} of {len(v['levels'])} sparsities.")
+    groups: dict[str, list[dict]] = {}
+    for r in overlap:
+        if r["pairs"] != "same seed":
+            continue
+        (ma, sa), (mb, sb) = r["a"].split(" on ", 1), r["b"].split(" on ", 1)
+        if ma == mb and sa != sb:
+            groups.setdefault(f"{ma} tickets drawn on different tasks", []).append(r)
+        elif sa == sb and ma != mb:
+            pair = " and ".join(sorted((ma, mb), key=lambda m: (m != "imp", m)))
+            groups.setdefault(f"{pair} tickets drawn on the same task", []).append(r)
+    for what, recs in groups.items():
+        lo, hi = min(r["iou"] for r in recs), max(r["iou"] for r in recs)
+        rl, rh = min(r["random_expectation"] for r in recs), max(r["random_expectation"] for r in recs)
+        span = f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}–{hi:.2f}"
+        rspan = f"{rl:.2f}" if f"{rl:.2f}" == f"{rh:.2f}" else f"{rl:.2f}–{rh:.2f}"
+        lines.append(f"- Overlap: {what} share IoU {span} of their kept weights at "
+                     f"{_pct(min(r['sparsity'] for r in recs))}–{_pct(max(r['sparsity'] for r in recs))} sparsity "
+                     f"(two random masks: {rspan}).")
     return lines
 
 
@@ -756,7 +802,7 @@ def write_report(directory: str | Path, *, to: str | Path | None = None) -> Path
     if ctx["description"]:
         lines += [ctx["description"].strip(), ""]
     lines += ["## Setup", ""] + _setup_lines(ctx) + [""]
-    findings = _findings(ctx, table, vs_own)
+    findings = _findings(ctx, table, vs_own, overlap_rec)
     if findings:
         lines += ["## At a glance", ""] + findings + [""]
 
@@ -829,7 +875,8 @@ def write_report(directory: str | Path, *, to: str | Path | None = None) -> Path
                   "expectation (given in each panel's title).", ""] + overlap_md + [""]
     lines += ["## Files", "",
               "Data behind every figure and table (CSV and JSON): " + ", ".join(f"`{f}`" for f in data_files) + ".",
-              f"Run directories: {len(ctx['configs'])} ({'listed in jobs.json' if (Path(directory) / 'jobs.json').exists() else 'in ' + str(directory)}); "
+              f"Run directories: {len(ctx['configs'])} "
+              f"({'listed in jobs.json' if (Path(directory) / 'jobs.json').exists() else 'in ' + str(directory)}); "
               "scores are `test` in each level's `metrics.json`.", ""]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
@@ -842,4 +889,4 @@ def rows_metric(rows: list[dict], model: str, target: str) -> str:
     return next((r["metric"] for r in rows if r["model"] == model and r["target"] == target), "accuracy")
 
 
-__all__ = ["plot_sparsity_curves", "markdown_table", "write_report", "collect", "Stat"]
+__all__ = ["plot_sparsity_curves", "markdown_table", "write_report", "collect"]

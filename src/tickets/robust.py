@@ -287,6 +287,12 @@ def has_setup(config: dict, setup: dict | None) -> bool:
     return True
 
 
+def setup_key(config: dict) -> str:
+    """What must be equal for two transfer runs to be compared: training, data, head, init and robust eval."""
+    keys = ("train", "data", "head", "init", "reverse", "robust_eval")
+    return json.dumps({k: config.get(k) for k in keys}, sort_keys=True, default=str)
+
+
 def compare_tickets(records: Sequence[dict], finds: dict[str, Sequence[str | Path]], *, regime: str = "standard",
                     rule: str = "std", setup: dict | None = None) -> list[dict]:
     """Transfer scores (SA) of each kind of ticket (``finds[kind]`` = its find run directories, one per seed) vs
@@ -303,8 +309,13 @@ def compare_tickets(records: Sequence[dict], finds: dict[str, Sequence[str | Pat
     if not mine:
         return []
     models = {r["model"] for r in mine}
-    dense = _groupby([r for r in records if r["ticket"] is None and r["regime"] == regime and r["model"] in models],
-                     "task")
+    setups = {r["task"]: {setup_key(x["config"]) for x in mine if x["task"] == r["task"]} for r in mine}
+    for task, keys in setups.items():
+        if len(keys) > 1:
+            raise TicketsError(f"the ticket transfers to {task} were run with {len(keys)} different training setups: "
+                               "pass setup={...} (e.g. the train/data keys of one of them) to compare one at a time")
+    dense = _groupby([r for r in records if r["ticket"] is None and r["regime"] == regime and r["model"] in models
+                      and setup_key(r["config"]) in setups.get(r["task"], ())], "task")
     rows = []
     by = defaultdict(list)
     for r in mine:
@@ -365,9 +376,9 @@ def plot_compare(rows: Sequence[dict], kinds: Sequence[str], path: str | Path, *
 
 def format_compare(rows: Sequence[dict], kinds: Sequence[str], rule: str = "std") -> str:
     """Markdown table of ``compare_tickets`` rows (accuracy %, mean ± std over seeds; * = matches dense)."""
-    head = "| target | level | sparsity | dense | " + " | ".join(kinds) + " | " + \
-           " − ".join(reversed(kinds[:2])) + " |"
-    lines = [head, "|---|---:|---:|---:|" + "---:|" * len(kinds) + "---:|"]
+    diff_head = f" {kinds[1]} − {kinds[0]} |" if len(kinds) >= 2 else ""
+    head = "| target | level | sparsity | dense | " + " | ".join(kinds) + " |" + diff_head
+    lines = [head, "|---|---:|---:|---:|" + "---:|" * len(kinds) + ("---:|" if diff_head else "")]
     for r in rows:
         cells = [f"{_pct(r[k])}{' *' if r[f'{k}_matches'] else ''}" for k in kinds]
         diff = ""
@@ -375,7 +386,7 @@ def format_compare(rows: Sequence[dict], kinds: Sequence[str], rule: str = "std"
             diff = f"{100 * (r[kinds[1]][0] - r[kinds[0]][0]):+.2f}"
         sp = r[f"{kinds[0]}_sparsity"]
         lines.append(f"| {r['task']} | {r['level']} | {100 * sp:.1f}% | {_pct(r['dense'])} | " + " | ".join(cells)
-                     + f" | {diff} |")
+                     + " |" + (f" {diff} |" if diff_head else ""))
     lines.append("")
     lines.append(f"Accuracy in %, mean ± std (ddof 1) over seeds; * = matches the dense model "
                  f"({'within one std of the dense mean' if rule == 'std' else 'at least the dense mean'}).")
@@ -427,7 +438,8 @@ def robust_transfer_report(out: str | Path, results: str | Path, steps_log: str 
     """Issue 4 §5: standard vs robust IMP tickets transferred with standard fine-tuning, from ``out``.
 
     ``finds[kind]`` are the find runs of each ticket kind ("standard", "robust"); by default they are worked out
-    from the ``find-<kind>-s<seed>`` steps in ``steps_log``. Writes into ``results``: transfer.md/.csv/.json,
+    from the ``find-<kind>-s<seed>`` steps in ``steps_log``. Only transfer runs agreeing with ``setup`` count
+    (default: the shared CV settings, standard fine-tuning). Writes into ``results``: transfer.md/.csv/.json,
     source.csv (the tickets on the source task), costs.json and robust-tickets.png; returns the markdown.
     """
     results = Path(results)
@@ -491,12 +503,20 @@ def robust_transfer_report(out: str | Path, results: str | Path, steps_log: str 
         cpu = [steps[n]["cpu_s"] for n in steps if n.startswith(f"find-{kind}-")]
         train = [sum(r["train_seconds"] for r in src_rows if r["kind"] == kind and r["run"] == Path(d).name)
                  for d in dirs]
-        costs[kind] = {"find_cpu_s_mean": statistics.fmean(cpu) if cpu else None,
-                       "find_train_seconds_mean": statistics.fmean(train) if train else None}
+        # a find whose CPU is far below its own recorded training time was done by another process and only
+        # reused here (same content hash): its CPU seconds say nothing about its cost
+        reused = bool(cpu) and statistics.fmean(cpu) < 0.25 * statistics.fmean(train or [0.0])
+        costs[kind] = {"find_cpu_s_mean": None if reused or not cpu else statistics.fmean(cpu),
+                       "find_train_seconds_mean": statistics.fmean(train) if train else None,
+                       **({"note": "computed by another study and reused by content hash"} if reused else {})}
     if "standard" in costs and "robust" in costs:
         s, r = costs["standard"], costs["robust"]
         costs["robust_over_standard"] = {
             k: (r[k] / s[k] if r[k] and s[k] else None) for k in ("find_cpu_s_mean", "find_train_seconds_mean")}
+    timed = {n[len("cost-find-"):]: steps[n]["cpu_s"] for n in steps if n.startswith("cost-find-")}
+    if "standard" in timed:  # the controlled measurement: same data and levels, one after the other
+        costs["drawing_cpu_s"] = timed
+        costs["drawing_over_standard"] = {k: round(v / timed["standard"], 2) for k, v in timed.items()}
     costs["total_cpu_s"] = round(sum(v["cpu_s"] for v in steps.values()), 1)
     atomic_write_text(results / "costs.json", json.dumps(costs, indent=2) + "\n")
     if rows:

@@ -14,7 +14,8 @@ tickets find --model minilm-l6 --task glue/sst2 --method imp --schedule linear -
 log "IMP on the MLM task (WikiText-2) to 50%"
 tickets find --model minilm-l6 --task mlm/wikitext-2 --method imp --schedule linear --rate 0.1 --levels 5 \
     --train-size 640 --epochs 1 --limit 200 --lr 1e-4 --warmup 0.1 --out $OUT --quiet
-MLM_TICKET=$(ls -d $OUT/find-*/ | while read d; do grep -q "task: mlm/wikitext-2" $d/config.yaml && echo $d; done | head -1)level-05/ticket.safetensors
+MLM_RUN=$(dirname "$(grep -l "task: mlm/wikitext-2" $OUT/find-*/config.yaml | head -1)")
+MLM_TICKET=$MLM_RUN/level-05/ticket.safetensors
 log "MLM ticket (50%) transferred to SST-2"
 tickets inspect "$MLM_TICKET" | tail -2
 tickets transfer --ticket "$MLM_TICKET" --model minilm-l6 --task glue/sst2 $GLUE
