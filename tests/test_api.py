@@ -34,7 +34,7 @@ def test_custom_module_find_and_transfer(tmp_path):
     assert abs(ticket.mask.sparsity - 0.5) < 1e-3
     assert ticket.meta["model"].startswith("mine@")
     assert all(torch.equal(before[k], net.state_dict()[k]) for k in before)  # the user's module is untouched
-    out = tickets.transfer(TransferConfig(model="mine", task="digits-0-4", ticket=res.levels[0]["ticket"],
+    out = tickets.transfer_ticket(TransferConfig(model="mine", task="digits-0-4", ticket=res.levels[0]["ticket"],
                                           train=TrainConfig(epochs=1, batch_size=64), data=DataConfig(train_size=300)),
                            model=spec, out=tmp_path, device="cpu", progress=False)
     assert out.metrics["sparsity"] == ticket.mask.sparsity

@@ -5,7 +5,7 @@ The Python API mirrors the CLI::
     import tickets
     result = tickets.find_tickets(tickets.FindConfig(model="resnet20-cifar10", task="cifar10"), out="runs")
     ticket = tickets.load_ticket(result.levels[3]["ticket"])
-    tickets.transfer(tickets.TransferConfig(model="resnet20-cifar10", task="cifar100", ticket=...), out="runs")
+    tickets.transfer_ticket(tickets.TransferConfig(model="resnet20-cifar10", task="cifar100", ticket=...), out="runs")
 """
 
 __version__ = "0.1.0"
@@ -23,7 +23,7 @@ _LAZY = {
     "AdversarialConfig": "tickets.config",
     "DataConfig": "tickets.tasks.base",
     "find_tickets": "tickets.find",
-    "transfer": "tickets.transfer",
+    "transfer_ticket": "tickets.transfer",
     "evaluate": "tickets.train",
     "fine_tune": "tickets.train",
     "load_model": "tickets.models",
@@ -31,6 +31,10 @@ _LAZY = {
     "from_module": "tickets.models.base",
     "TicketsError": "tickets.errors",
 }
+
+# API names that differ from the function's name in its module (a function named like its module would be
+# shadowed by the submodule once imported).
+_ALIASES = {"transfer_ticket": "transfer"}
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
@@ -40,5 +44,5 @@ def __getattr__(name):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(importlib.import_module(_LAZY[name]), _ALIASES.get(name, name))
     raise AttributeError(f"module 'tickets' has no attribute {name!r}")
