@@ -18,7 +18,8 @@ and the dense model, standard and PGD-3 adversarial fine-tuning, each with PGD-2
 this script skips finished work).
 
     export TICKETS_DATA=/path/to/shared/data TICKETS_MODELS=/path/to/shared/models
-    OMP_NUM_THREADS=1 nohup python examples/robust-tickets.py > runs/robust-tickets.log 2>&1 &
+    mkdir -p runs/robust-tickets
+    OMP_NUM_THREADS=1 nohup python examples/robust-tickets.py > runs/robust-tickets/experiment.log 2>&1 &
     python examples/robust-tickets.py --report     # tables + plot into docs/results/robust-tickets/
 
 Per-step wall-clock and CPU seconds go to ``runs/robust-tickets/steps.jsonl``.
@@ -32,7 +33,6 @@ import os
 import re
 import resource
 import subprocess
-import sys
 import time
 from pathlib import Path
 

@@ -114,13 +114,14 @@ def test_compare_standard_and_robust_tickets(tmp_path):
     def find_dir(name: str, seed: int) -> Path:
         d = tmp_path / f"{name}-{seed}"
         for level in (1, 2):
-            mask = Mask({"w": torch.rand(40, generator=torch.Generator().manual_seed(seed * 10 + level + 100 * len(name)))
-                         > 0.3 * level})
+            gen = torch.Generator().manual_seed(seed * 10 + level + 100 * len(name))
+            mask = Mask({"w": torch.rand(40, generator=gen) > 0.3 * level})
             save_ticket(d / f"level-{level:02d}" / "ticket.safetensors",
                         Ticket(mask, {"model": "m", "level": level, "seed": seed, "method": "imp"}))
         return d
 
-    finds = {"standard": [find_dir("std", 0), find_dir("std", 1)], "robust": [find_dir("robust", 0), find_dir("robust", 1)]}
+    finds = {"standard": [find_dir("std", 0), find_dir("std", 1)],
+             "robust": [find_dir("robust", 0), find_dir("robust", 1)]}
     runs = tmp_path / "runs"
     for seed in (0, 1):
         fake_run(runs, f"d-s{seed}", task="fashion-mnist", seed=seed, sa=0.80 + 0.02 * seed)

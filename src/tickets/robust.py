@@ -349,17 +349,18 @@ def plot_compare(rows: Sequence[dict], kinds: Sequence[str], path: str | Path, *
     for ax, task in zip(axes[0], tasks):
         trows = [r for r in rows if r["task"] == task]
         xs_all = []
-        for color, kind in zip(colors, kinds):
+        for i, (color, kind) in enumerate(zip(colors, kinds)):
             pts = [(r[f"{kind}_sparsity"], r[kind]) for r in trows if r[kind][2]]
             if not pts:
                 continue
-            xs = [100 * s for s, _ in pts]
+            shift = 0.8 * (i - (len(kinds) - 1) / 2)  # side by side, so error bars do not hide each other
+            xs = [100 * s + shift for s, _ in pts]
             xs_all += xs
             ax.errorbar(xs, [100 * v[0] for _, v in pts], yerr=[100 * v[1] for _, v in pts], marker="o",
                         capsize=3, color=color, label=f"{kind} tickets")
         d = trows[0]["dense"]
         if d[2]:
-            ax.axhline(100 * d[0], color="black", ls="--", lw=1, label="dense (θ0, fine-tuned)")
+            ax.axhline(100 * d[0], color="black", ls="--", lw=1, label="dense (θ0, fine-tuned) ± 1 std")
             ax.axhspan(100 * (d[0] - d[1]), 100 * (d[0] + d[1]), color="grey", alpha=0.2, lw=0)
         ax.set_title(task)
         ax.set_xlabel("sparsity of the prunable set (%)")
@@ -450,6 +451,7 @@ def robust_transfer_report(out: str | Path, results: str | Path, steps_log: str 
             if name.startswith("find-"):
                 finds[name.split("-")[1]].append(find_run_path(r["argv"], out))
         finds = dict(finds)
+    finds = dict(sorted(finds.items(), key=lambda kv: kv[0] != "standard"))  # standard first: diff = other − standard
     kinds = list(finds)
     if not kinds:
         raise TicketsError(f"no find runs named in {steps_log}: run examples/robust-tickets.py first")
@@ -520,9 +522,10 @@ def robust_transfer_report(out: str | Path, results: str | Path, steps_log: str 
     costs["total_cpu_s"] = round(sum(v["cpu_s"] for v in steps.values()), 1)
     atomic_write_text(results / "costs.json", json.dumps(costs, indent=2) + "\n")
     if rows:
+        seeds = max((r[k][2] for r in rows for k in kinds), default=0)
         plot_compare(rows, kinds, results / "robust-tickets.png",
-                     title="resnet20-cifar10: IMP tickets drawn on CIFAR-10 (standard vs PGD-3 adversarial "
-                           "training), standard fine-tuning on the target")
+                     title="resnet20-cifar10: IMP tickets drawn on CIFAR-10 with standard vs adversarial training, "
+                           f"then standard fine-tuning on the target (mean ± std over {seeds} seeds)")
     return "\n".join(["## Transfer (standard fine-tuning)", "", table, "## Double-win", "", dw_text or "(no runs)", "",
                       "## The tickets on the source task", "",
                       *source_lines, "", "## Cost", "", "```json", json.dumps(
