@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from tickets.errors import TicketsError
+from tickets.matching import Stat, at_least_dense, is_matching
 from tickets.runs import atomic_write, atomic_write_text, read_json
 
 RULES = ("std", "mean")
@@ -108,24 +109,24 @@ def collect_transfers(root: str | Path) -> list[dict]:
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof = 1; 0 for a single value)."""
+    """Mean and sample standard deviation (ddof = 1; 0 for a single value), via ``matching.Stat``."""
     values = list(values)
     if not values:
         return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    stat = Stat.of(values)
+    return stat.mean, stat.std
 
 
 def matches(ticket: Sequence[float], dense: Sequence[float], rule: str = "std") -> bool | None:
-    """Does the ticket match the dense model? ``None`` when either side has no values."""
+    """Does the ticket match the dense model (the rules of ``matching``)? ``None`` when either side is empty."""
     if rule not in RULES:
         raise TicketsError(f"matching rule must be one of {', '.join(RULES)}, got {rule!r}")
     ticket = [v for v in ticket if v is not None]
     dense = [v for v in dense if v is not None]
     if not ticket or not dense:
         return None
-    t_mean, _ = mean_std(ticket)
-    d_mean, d_std = mean_std(dense)
-    return t_mean >= d_mean - (d_std if rule == "std" else 0.0) - 1e-12
+    criterion = is_matching if rule == "std" else at_least_dense
+    return criterion(Stat.of(ticket).mean, Stat.of(dense))
 
 
 def _groupby(records: Iterable[dict], *keys: str) -> dict[tuple, list[dict]]:
