@@ -267,45 +267,26 @@ def robust_evaluate(
     (accuracy for image tasks), ``clean`` / ``robust`` all its metrics. Random starts come from a generator
     seeded with ``seed``, so the figure is reproducible. With ``eps == 0`` robust equals clean exactly.
     """
-    import sys
-
-    from tqdm.auto import tqdm
-
-    from tickets.train import _batch_size, _to, resolve_device
+    from tickets.train import _batch_size, eval_batches
 
     _check_task(task)
     used_alpha = check_attack(attack, eps, alpha, steps)
-    device = resolve_device(device)
-    model.to(device)
-    if mask is not None:
-        mask.to(device).apply_(model)
-    data = task.split(split).limit(limit)
-    was_training = model.training
-    model.eval()
     gen = torch.Generator().manual_seed(seed)
     clean_metric, robust_metric = task.new_metric(), task.new_metric()
     n = 0
-    bar = tqdm(total=len(data), desc=f"{attack} ε={eps:g} {task.name}/{split}", unit="ex",
-               disable=not (progress and sys.stderr.isatty()), leave=False)
-    try:
-        for batch in data.batches(batch_size):
-            batch = _to(batch, device)
+    for batch in eval_batches(model, task, split, device=device, batch_size=batch_size, limit=limit, mask=mask,
+                              progress=progress, desc=f"{attack} ε={eps:g} {task.name}/{split}"):
+        with torch.no_grad():
+            clean_out = task.forward(model, batch)
+        clean_metric.update(clean_out, batch)
+        if eps == 0:
+            robust_metric.update(clean_out, batch)
+        else:
+            adv = attack_batch(model, task, batch, attack=attack, eps=eps, alpha=used_alpha, steps=steps,
+                               generator=gen)
             with torch.no_grad():
-                clean_out = task.forward(model, batch)
-            clean_metric.update(clean_out, batch)
-            if eps == 0:
-                robust_metric.update(clean_out, batch)
-            else:
-                adv = attack_batch(model, task, batch, attack=attack, eps=eps, alpha=used_alpha, steps=steps,
-                                   generator=gen)
-                with torch.no_grad():
-                    robust_metric.update(task.forward(model, adv), batch)
-            k = _batch_size(batch)
-            n += k
-            bar.update(k)
-    finally:
-        bar.close()
-        model.train(was_training)
+                robust_metric.update(task.forward(model, adv), batch)
+        n += _batch_size(batch)
     clean, robust = clean_metric.compute(), robust_metric.compute()
     primary = task.primary_metric
     return {

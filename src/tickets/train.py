@@ -12,7 +12,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -49,6 +49,38 @@ def _batch_size(batch: dict) -> int:
     return int(next(iter(batch.values())).shape[0])
 
 
+def eval_batches(
+    model: nn.Module,
+    task: Task,
+    split: str,
+    *,
+    device: torch.device | str,
+    batch_size: int,
+    limit: int | None,
+    mask: Mask | None,
+    progress: bool,
+    desc: str,
+) -> Iterator[dict]:
+    """The split's batches on ``device``, with ``model`` there in eval mode under ``mask`` and a progress bar;
+    the model's train/eval mode is restored when the loop ends. Shared by clean and robust evaluation."""
+    device = resolve_device(device)
+    model.to(device)
+    if mask is not None:
+        mask.to(device).apply_(model)
+    data = task.split(split).limit(limit)
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(data), desc=desc, unit="ex", disable=not (progress and sys.stderr.isatty()), leave=False)
+    try:
+        for batch in data.batches(batch_size):
+            batch = _to(batch, device)
+            yield batch
+            bar.update(_batch_size(batch))
+    finally:
+        bar.close()
+        model.train(was_training)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -62,26 +94,12 @@ def evaluate(
     progress: bool = False,
 ) -> dict[str, float]:
     """Score ``model`` (under ``mask`` if given) on a split; returns the task's metrics plus ``examples``."""
-    device = resolve_device(device)
-    model.to(device)
-    if mask is not None:
-        mask.to(device).apply_(model)
-    data = task.split(split).limit(limit)
-    was_training = model.training
-    model.eval()
     metric = task.new_metric()
     n = 0
-    bar = tqdm(total=len(data), desc=f"eval {task.name}/{split}", unit="ex",
-               disable=not (progress and sys.stderr.isatty()), leave=False)
-    for batch in data.batches(batch_size):
-        batch = _to(batch, device)
-        outputs = task.forward(model, batch)
-        metric.update(outputs, batch)
-        k = _batch_size(batch)
-        n += k
-        bar.update(k)
-    bar.close()
-    model.train(was_training)
+    for batch in eval_batches(model, task, split, device=device, batch_size=batch_size, limit=limit, mask=mask,
+                              progress=progress, desc=f"eval {task.name}/{split}"):
+        metric.update(task.forward(model, batch), batch)
+        n += _batch_size(batch)
     out = metric.compute()
     out["examples"] = n
     return out
