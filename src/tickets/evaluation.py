@@ -54,16 +54,17 @@ def evaluate_model(
     data = data or DataConfig(augment=False)
     dev = resolve_device(device)  # a bad --device is reported before any loading
     head = "fresh" if weights else "pretrained"
-    if not weights:
-        from tickets.models import load_model
+    from tickets.models import load_model
 
-        shipped = load_model(model, model_root=model_root).pretrained_task
-        if shipped != task:
-            raise TicketsError(
-                f"{model}'s shipped head predicts {shipped or 'nothing (it has no trained head)'}, not {task}: "
-                f"pass --weights model.safetensors from `tickets transfer --task {task} --save-weights`"
-            )
-    prepared = prepare(model, task, head=head, seed=seed, data=data, data_root=data_root, model_root=model_root)
+    spec = load_model(model, model_root=model_root)  # loaded once, checked here, then fitted by prepare
+    if not weights and spec.pretrained_task != task:
+        shipped = spec.pretrained_task
+        raise TicketsError(
+            f"{model}'s shipped head predicts {shipped or 'nothing (it has no trained head)'}, not {task}: "
+            f"pass --weights model.safetensors from `tickets transfer --task {task} --save-weights`"
+        )
+    prepared = prepare(spec, task, model_id=model, head=head, seed=seed, data=data, data_root=data_root,
+                       model_root=model_root)
     if weights:
         state = load_weights_file(weights)
         missing = set(prepared.model.state_dict()) - set(state)

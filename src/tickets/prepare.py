@@ -64,14 +64,17 @@ def prepare(
     data: DataConfig | None = None,
     data_root: str | Path | None = None,
     model_root: str | Path | None = None,
+    model_id: str | None = None,
 ) -> Prepared:
-    """Load (or accept) the model and task, fit the head, resolve the prunable set and snapshot θ0."""
+    """Load (or accept) the model and task, fit the head, resolve the prunable set and snapshot θ0.
+
+    ``model_id`` names a passed ModelSpec in configs (default: its name plus a digest of its weights)."""
     from tickets.models import load_model
     from tickets.tasks import load_task
 
     if isinstance(model, ModelSpec):
         spec = copy.deepcopy(model)  # the caller's model stays untouched by head changes and training
-        model_id = f"{spec.name}@{state_digest(spec.module.state_dict())}"
+        model_id = model_id or f"{spec.name}@{state_digest(spec.module.state_dict())}"
     else:
         spec = load_model(model, model_root=model_root)
         model_id = model
