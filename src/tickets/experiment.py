@@ -675,24 +675,13 @@ class Expander:
         return resolved_config(cfg, fake)
 
     def resolved_transfer(self, cfg: TransferConfig) -> dict:
-        """The config transfer() hashes (see transfer.py), computed from the ticket file's header."""
+        """transfer.resolved_config, with the ticket read from its file and no model or data loaded."""
+        from tickets.ticket import load_ticket
+        from tickets.transfer import resolved_config
+
         family = "bert" if self.preset(cfg.model) == "bert" else "cnn"
-        config = to_dict(cfg)
-        config.update(model=cfg.model, task=canonical_task(cfg.task), train=to_dict(resolve_train(cfg.train, family)))
-        if "robust_eval" in config:  # absent when not asked for (see transfer.py)
-            config.pop("robust_eval")
-            if getattr(cfg, "robust_eval", None) is not None:
-                from tickets.config import resolve_attack
-
-                config["robust_eval"] = to_dict(resolve_attack(cfg.robust_eval, "robust_eval"))
-        if cfg.ticket is None:
-            config["ticket"] = None
-        else:
-            from tickets.ticket import load_ticket
-
-            t = load_ticket(cfg.ticket)
-            config["ticket"] = {"checksum": t.meta.get("checksum"), "sparsity": round(t.mask.sparsity, 6)}
-        return config
+        ticket = load_ticket(cfg.ticket) if cfg.ticket is not None else None
+        return resolved_config(cfg, cfg.model, canonical_task(cfg.task), family, ticket)
 
 
 def _same_training(find_cfg: FindConfig, transfer_cfg: TransferConfig) -> bool:

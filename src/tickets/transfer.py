@@ -59,6 +59,21 @@ def start_state(cfg: TransferConfig, prepared: Prepared, ticket: Ticket | None) 
     return state, "theta0"
 
 
+def resolved_config(cfg: TransferConfig, model_id: str, task_name: str, family: str,
+                    ticket: Ticket | None) -> dict:
+    """The config as hashed and written to config.yaml: defaults filled, the ticket named by its checksum.
+
+    Needs no loaded model or data, so `tickets run --dry-run` computes run directories with it too."""
+    config = to_dict(cfg)
+    config.update(model=model_id, task=task_name, train=to_dict(resolve_train(cfg.train, family)))
+    config.pop("robust_eval", None)  # absent when not asked for, so older runs keep their hash
+    if cfg.robust_eval is not None:
+        config["robust_eval"] = to_dict(resolve_attack(cfg.robust_eval, "robust_eval"))
+    config["ticket"] = None if ticket is None else {"checksum": ticket.meta.get("checksum"),
+                                                    "sparsity": round(ticket.mask.sparsity, 6)}
+    return config
+
+
 def transfer(
     cfg: TransferConfig,
     *,
@@ -86,13 +101,7 @@ def transfer(
     mask = ticket_mask(ticket, prepared, cfg.reverse) if ticket is not None else None
     start, weights_label = start_state(cfg, prepared, ticket)
 
-    config = to_dict(cfg)
-    config.update(model=prepared.model_id, task=prepared.task.name, train=to_dict(train))
-    config.pop("robust_eval", None)  # absent when not asked for, so older runs keep their hash
-    if cfg.robust_eval is not None:
-        config["robust_eval"] = to_dict(resolve_attack(cfg.robust_eval, "robust_eval"))
-    config["ticket"] = None if ticket is None else {"checksum": ticket.meta.get("checksum"),
-                                                    "sparsity": round(ticket.mask.sparsity, 6)}
+    config = resolved_config(cfg, prepared.model_id, prepared.task.name, prepared.family, ticket)
     run = RunDir(out, "transfer", config)
     if run.is_done(0):
         return TransferResult(run.path, read_json(run.path / "level-00" / "metrics.json"))
