@@ -122,6 +122,13 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
+def _emit(fig, out: Path, name: str, alt: str, files: list[str], md: list[str]) -> None:
+    """Save a report figure as ``out/name`` and list it: in ``files`` and as a markdown image in ``md``."""
+    _save(fig, out / name)
+    files.append(name)
+    md.append(f"![{alt}]({name})")
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def cell(v: object) -> str:
         return f"{v:.4f}" if isinstance(v, float) else str(v)
@@ -395,9 +402,8 @@ def _curve_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dic
                      "another task", fontsize=9)
         fig.tight_layout()
         name = f"curves-{_slug(model, '' if fraction == 1.0 else f'f{fraction:g}')}.png"
-        _save(fig, out / name)
-        files.append(name)
-        md.append(f"![score vs sparsity, {model}{'' if fraction == 1.0 else f', fraction {fraction:g}'}]({name})")
+        alt = f"score vs sparsity, {model}{'' if fraction == 1.0 else f', fraction {fraction:g}'}"
+        _emit(fig, out, name, alt, files, md)
     return files, md, records
 
 
@@ -466,9 +472,7 @@ def _matrix_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[di
                      f"cell: mean test {metric}{' (%)' if s == 100 else ''} over seeds, below it Δ vs that task's "
                      "dense mean; ✓ matching (within 1 sd of dense); bold: drawn on the target itself", fontsize=8.5)
         name = f"transfer-matrix-{_slug(model, method, '' if fraction == 1.0 else f'f{fraction:g}')}.png"
-        _save(fig, out / name)
-        files.append(name)
-        md.append(f"![transfer matrix, {model}, {method}]({name})")
+        _emit(fig, out, name, f"transfer matrix, {model}, {method}", files, md)
     return files, md, records
 
 
@@ -556,9 +560,7 @@ def _layer_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dic
                      "seeds\nlines on top of each other = the same per-layer profile", fontsize=9)
         fig.tight_layout()
         name = f"layer-sparsity-{_slug(model)}.png"
-        _save(fig, out / name)
-        files.append(name)
-        md.append(f"![per-layer sparsity, {model}]({name})")
+        _emit(fig, out, name, f"per-layer sparsity, {model}", files, md)
     return files, md, records
 
 
@@ -633,9 +635,7 @@ def _overlap_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[d
                      "off-diagonal: two kinds, same seed (mean over seeds); diagonal: one kind across seeds",
                      fontsize=8.5)
         name = f"overlap-{_slug(model)}.png"
-        _save(fig, out / name)
-        files.append(name)
-        md.append(f"![ticket overlap, {model}]({name})")
+        _emit(fig, out, name, f"ticket overlap, {model}", files, md)
     return files, md, records
 
 
