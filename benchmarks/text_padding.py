@@ -2,7 +2,7 @@
 
     python benchmarks/text_padding.py [--data-root ../shared/data] [--seconds 30] [--batch-size 32]
 
-Both modes train the same model (AdamW, lr 2e-5, the same steps as ``tickets.train.fine_tune``) on the same
+Both modes train the same model (AdamW, lr 2e-5, the same steps as ``tickets.training.loop.fine_tune``) on the same
 seeded SST-2 training subset; they alternate step by step so that other load on a shared machine hits both alike
 (only the optimisation step is timed: forward, loss, backward, AdamW update). "dynamic": length-bucketed batches padded to their longest sentence; "fixed": plain shuffled batches padded
 to max_length (64 for SST-2). Prints examples/second for each and their ratio.

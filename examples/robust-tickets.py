@@ -110,7 +110,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
     if args.report:
-        from tickets.robust import robust_transfer_report
+        from tickets.study.robust import robust_transfer_report
 
         print(robust_transfer_report(OUT, RESULTS, steps_log=STEPS_LOG))
         return
@@ -161,7 +161,7 @@ def main() -> None:
                     run_step(f"dw-{regime}-{kind}-s{seed}-L{level}", [*base, "--ticket", ticket])
     print("all steps done", flush=True)
     try:
-        from tickets.robust import robust_transfer_report
+        from tickets.study.robust import robust_transfer_report
 
         print(robust_transfer_report(OUT, RESULTS, steps_log=STEPS_LOG))
     except Exception as exc:  # the report can always be rerun with --report

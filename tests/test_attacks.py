@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tickets.attacks import attack_batch, robust_evaluate, training_perturbation
+from tickets.training.attacks import attack_batch, robust_evaluate, training_perturbation
 from tickets.config import AdversarialConfig, RobustEvalConfig, TrainConfig, resolve_attack, resolve_train
 from tickets.errors import TicketsError
 from tickets.models.base import Normalize
 from tickets.tasks.base import Task
 from tickets.tasks.images import Accuracy, ImageSplit, cross_entropy
-from tickets.train import fine_tune
+from tickets.training.loop import fine_tune
 
 N_REAL = 200  # CIFAR-10 test images for the real-model sanity figures
 
@@ -256,7 +256,7 @@ def test_cli_rejects_bad_attack_flags_in_one_line(argv, words, capsys):
 @pytest.fixture(scope="module")
 def real_figures(shared_data, shared_models):
     """FGSM and ε = 0 through the Python API on one loaded model (the PGD figure goes through the CLI)."""
-    from tickets.prepare import prepare
+    from tickets.verbs.prepare import prepare
     from tickets.tasks.base import DataConfig
 
     p = prepare("resnet20-cifar10", "cifar10", head="pretrained", data=DataConfig(augment=False, limit=N_REAL),

@@ -1,6 +1,5 @@
 """Configs (validation, YAML, hashing) and run directories (atomic writes, log, checkpoints)."""
 
-import json
 
 import pytest
 import torch
@@ -8,7 +7,7 @@ import torch
 from tickets.config import FindConfig, TrainConfig, from_dict, load_yaml, merge, resolve_train, to_dict
 from tickets.errors import TicketsError
 from tickets.runs import RunDir, atomic_write_text, config_hash
-from tickets.train import lr_factor
+from tickets.training.loop import lr_factor
 
 
 def test_unknown_key_is_named_with_valid_keys():

@@ -9,7 +9,7 @@ import pytest
 
 from tickets.cli import main
 from tickets.errors import TicketsError
-from tickets.experiment import Expander, load_experiment, plan, run_experiment
+from tickets.study.experiment import Expander, load_experiment, plan, run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p for p in (REPO / "examples").glob("*.yaml"))
@@ -141,7 +141,7 @@ def test_dry_run_reports_partial_and_reruns_only_that(tiny_study, tmp_path, caps
     assert "8 done, 1 partial, 1 todo" in text
     assert "partial  find imp small-cnn digits-5-9 seed 1" in text and "(2/3 levels)" in text
     # the rerun trains only those two, then everything is done again (the old log is recent: not "elsewhere")
-    import tickets.experiment as experiment
+    import tickets.study.experiment as experiment
 
     old = experiment.ACTIVE_SECONDS
     experiment.ACTIVE_SECONDS = 0

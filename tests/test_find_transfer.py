@@ -4,15 +4,16 @@ import pytest
 import torch
 
 from tickets.config import FindConfig, ScheduleConfig, TrainConfig, TransferConfig
-from tickets.find import find_tickets
+from tickets.verbs.find import find_tickets
 from tickets.masks import Mask
-from tickets.prepare import prepare
+from tickets.verbs.prepare import prepare
 from tickets.pruning import random_prune
 from tickets.runs import RunDir, read_json
 from tickets.tasks.base import DataConfig
 from tickets.ticket import load_ticket
-from tickets.train import fine_tune, resolve_device
-from tickets.transfer import transfer
+from tickets.training.loop import fine_tune
+from tickets.runtime import resolve_device
+from tickets.verbs.transfer import transfer
 
 FAST = TrainConfig(epochs=2, batch_size=64, optimizer="sgd", lr=0.05, lr_schedule="cosine")
 DATA = DataConfig(train_size=400)

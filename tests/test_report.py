@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tickets.cli import main
-from tickets.experiment import run_experiment
-from tickets.matching import (
+from tickets.study.experiment import run_experiment
+from tickets.study.matching import (
     Stat,
     at_least_dense,
     highest_matching,
@@ -20,7 +20,7 @@ from tickets.matching import (
     transfer_matrices,
     transfer_vs_own,
 )
-from tickets.report import markdown_table, plot_sparsity_curves
+from tickets.study.report import markdown_table, plot_sparsity_curves
 
 TINY = """\
 name: tiny-report

@@ -11,7 +11,7 @@ import yaml
 
 from tickets.errors import TicketsError
 from tickets.masks import Mask
-from tickets.robust import (collect_transfers, compare_tickets, double_win, double_win_report, format_compare,
+from tickets.study.robust import (collect_transfers, compare_tickets, double_win, double_win_report, format_compare,
                             matches, mean_std, plot_compare)
 from tickets.ticket import Ticket, load_ticket, save_ticket
 

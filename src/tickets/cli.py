@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from tickets.errors import TicketsError
@@ -284,7 +283,7 @@ def _run_kwargs(args: argparse.Namespace) -> dict:
 
 def cmd_find(args: argparse.Namespace) -> int:
     from tickets.config import FindConfig
-    from tickets.find import find_tickets
+    from tickets.verbs.find import find_tickets
 
     cfg = _config(FindConfig, args, "find")
     result = find_tickets(cfg, **_run_kwargs(args))
@@ -300,7 +299,7 @@ def cmd_find(args: argparse.Namespace) -> int:
 
 def cmd_transfer(args: argparse.Namespace) -> int:
     from tickets.config import TransferConfig
-    from tickets.transfer import transfer
+    from tickets.verbs.transfer import transfer
 
     cfg = _config(TransferConfig, args, "transfer")
     if cfg.ticket and not cfg.model:
@@ -311,7 +310,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     print(f"sparsity {m['sparsity']:.2%}  val {m['primary_metric']} {m['val'][m['primary_metric']]:.4f}  "
           f"test {m['primary_metric']} {res.score:.4f}")
     if m.get("robust"):
-        from tickets.evaluation import format_robust
+        from tickets.verbs.evaluation import format_robust
 
         print(format_robust(m["robust"]))
     return 0
@@ -333,7 +332,7 @@ def _eval_attack(args: argparse.Namespace):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from tickets.config import DataConfig, load_yaml
-    from tickets.evaluation import evaluate_model, format_metrics
+    from tickets.verbs.evaluation import evaluate_model, format_metrics
 
     if args.sparsities is not None or args.levels is not None or args.rate is not None:
         raise TicketsError("--sparsities/--levels/--rate apply to `tickets find`, not `eval`")
@@ -361,7 +360,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tickets.demo import run_demo
+    from tickets.verbs.demo import run_demo
 
     report = run_demo(out=args.out, seed=args.seed, device=args.device, progress=not args.quiet)
     print(f"report: {report}")
@@ -369,7 +368,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tickets.experiment import run_experiment
+    from tickets.study.experiment import run_experiment
 
     return run_experiment(args.experiment, out=args.out, dry_run=args.dry_run, device=args.device,
                           data_root=args.data_root, model_root=args.model_root, progress=not args.quiet,
@@ -377,7 +376,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tickets.report import write_report
+    from tickets.study.report import write_report
 
     print(f"report: {write_report(args.dir, to=args.to)}")
     return 0
@@ -398,7 +397,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_double_win(args: argparse.Namespace) -> int:
-    from tickets.robust import double_win_report
+    from tickets.study.robust import double_win_report
 
     print(double_win_report(args.dir, rule=args.rule, out=args.to), end="")
     return 0

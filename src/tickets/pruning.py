@@ -57,10 +57,12 @@ def _num_to_prune(num_total: int, num_pruned: int, sparsity: float, where: str) 
     return target - num_pruned
 
 
-def _prune_by_rank(
+def prune_by_rank(
     scores: dict[str, torch.Tensor], mask: Mask, sparsity: float, scope: str, largest: bool
 ) -> Mask:
-    """Prune the kept weights with the smallest (or largest) |score| until ``sparsity`` is reached."""
+    """Prune the kept weights with the smallest (or largest) |score| until ``sparsity`` is reached: a new Mask
+    nested in ``mask`` (``scope`` global: one ranking over every tensor; layerwise: each tensor to ``sparsity``).
+    TicketsError for a sparsity outside [0, 1), an unknown scope, or scores that do not fit the mask."""
     sparsity = _check_sparsity(sparsity)
     _check_scope(scope)
     _check_scores(scores, mask)
@@ -100,12 +102,12 @@ def magnitude_prune(scores: dict[str, torch.Tensor], mask: Mask, sparsity: float
     ``global``: one ranking over the whole prunable set (total = all mask weights). ``layerwise``: each tensor
     separately to ``sparsity`` of its own size (so the overall count may differ from the global one by rounding).
     """
-    return _prune_by_rank(scores, mask, sparsity, scope, largest=False)
+    return prune_by_rank(scores, mask, sparsity, scope, largest=False)
 
 
 def reverse_prune(scores: dict[str, torch.Tensor], mask: Mask, sparsity: float, scope: str = "global") -> Mask:
     """Like magnitude_prune but removes the *largest* |score| first (the control that should hurt most)."""
-    return _prune_by_rank(scores, mask, sparsity, scope, largest=True)
+    return prune_by_rank(scores, mask, sparsity, scope, largest=True)
 
 
 def random_prune(
@@ -113,7 +115,7 @@ def random_prune(
 ) -> Mask:
     """Prune uniformly random kept weights to ``sparsity`` (nested in ``mask``; same counts as magnitude_prune)."""
     scores = {n: torch.rand(m.shape, generator=generator) for n, m in mask.items()}
-    return _prune_by_rank(scores, mask, sparsity, scope, largest=False)
+    return prune_by_rank(scores, mask, sparsity, scope, largest=False)
 
 
 def random_like(mask: Mask, generator: torch.Generator | None = None) -> Mask:

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ import safetensors.torch
 import torch
 
 from tickets.errors import TicketsError
+from tickets.fileio import atomic_write_bytes
 from tickets.masks import Mask
 
 FORMAT = "tickets.ticket"
@@ -108,7 +108,7 @@ def save_ticket(path: str | os.PathLike, ticket: Ticket) -> None:
                 f"ticket meta field {key!r} cannot be stored ({err}): use JSON values (str, number, list, dict)"
             ) from None
 
-    _atomic_write(path, _serialize(tensors, header))
+    atomic_write_bytes(path, _serialize(tensors, header))
 
 
 # safetensors dtype names (https://github.com/huggingface/safetensors, format description).
@@ -142,22 +142,6 @@ def _serialize(tensors: list[tuple[str, torch.Tensor]], metadata: dict[str, str]
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     return len(text).to_bytes(8, "little") + text + b"".join(chunks)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Readers see either the old file or the complete new one, never a partial write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:

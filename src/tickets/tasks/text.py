@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from tickets.errors import TicketsError
+from tickets.fileio import atomic_write
 from tickets.tasks.base import Batch, DataConfig, Task
 
 CACHE_VERSION = 1
@@ -117,16 +117,8 @@ def cached_arrays(name: str, key: dict[str, Any], build: Callable[[], dict[str, 
             pass
     arrays = build()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata={"key": key_json})
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        arrays_c = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        atomic_write(path, lambda tmp: save_file(arrays_c, str(tmp), metadata={"key": key_json}))
     except OSError as e:
         if str(path.parent) not in _CACHE_WARNED:
             _CACHE_WARNED.add(str(path.parent))

@@ -5,7 +5,7 @@ whose ``jobs.json`` lists the study's runs) or any folder of ``find-*`` / ``tran
 ``report.md`` with:
 
 * score vs sparsity per ticket kind (method × source task) with error bars over seeds, against the dense band;
-* the highest matching sparsity table (both criteria, see ``tickets.matching``);
+* the highest matching sparsity table (both criteria, see ``tickets.study.matching``);
 * the transfer matrix (source task → target task) as heatmaps, one panel per sparsity;
 * per-layer sparsity of the tickets;
 * the overlap (IoU of kept weights) between tickets drawn on different tasks / by different methods / seeds;
@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import yaml
 
 from tickets.errors import TicketsError
-from tickets.matching import (
+from tickets.study.matching import (
     dense_baselines,
     higher_is_better,
     highest_matching_table,

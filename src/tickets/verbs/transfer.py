@@ -14,14 +14,14 @@ import torch
 
 from tickets.config import HEAD_POLICIES, TransferConfig, resolve_attack, resolve_train, to_dict
 from tickets.errors import TicketsError
-from tickets.level import run_level
+from tickets.verbs.level import run_level
 from tickets.masks import Mask
 from tickets.models.base import ModelSpec
-from tickets.prepare import Prepared, prepare, random_init_state
+from tickets.verbs.prepare import Prepared, prepare, random_init_state
 from tickets.runs import RunDir, atomic_write, read_json
 from tickets.tasks.base import Task
 from tickets.ticket import Ticket, load_ticket
-from tickets.train import resolve_device
+from tickets.runtime import resolve_device
 
 INITS = ("ticket", "theta0", "reinit")
 
@@ -114,7 +114,7 @@ def transfer(
         "weights": weights_label,
         "ticket": None if ticket is None else {"path": str(cfg.ticket), **_ticket_summary(ticket)},
     }
-    from tickets.find import robust_extra
+    from tickets.verbs.find import robust_extra
 
     metrics = run_level(run, 0, prepared, mask=mask, start=start, train=train, seed=cfg.seed, device=device,
                         limit=cfg.data.limit, progress=progress, extra=extra,

@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 
 from tickets.config import FindConfig, ScheduleConfig, TrainConfig
-from tickets.find import find_tickets
+from tickets.verbs.find import find_tickets
 from tickets.models import load_model
-from tickets.prepare import prepare
-from tickets.report import markdown_table, plot_sparsity_curves
+from tickets.verbs.prepare import prepare
+from tickets.study.report import markdown_table, plot_sparsity_curves
 from tickets.runs import atomic_write, atomic_write_text
 from tickets.tasks.base import DataConfig
-from tickets.train import fine_tune, resolve_device
+from tickets.training.loop import fine_tune
+from tickets.runtime import resolve_device
 
 PRETRAIN = TrainConfig(epochs=20, batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=1e-4, lr_schedule="cosine")
 FINETUNE = TrainConfig(epochs=10, batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=1e-4, lr_schedule="cosine")

@@ -267,7 +267,7 @@ def robust_evaluate(
     (accuracy for image tasks), ``clean`` / ``robust`` all its metrics. Random starts come from a generator
     seeded with ``seed``, so the figure is reproducible. With ``eps == 0`` robust equals clean exactly.
     """
-    from tickets.train import _batch_size, eval_batches
+    from tickets.training.evaluate import _batch_size, eval_batches
 
     _check_task(task)
     used_alpha = check_attack(attack, eps, alpha, steps)

@@ -20,15 +20,15 @@ import torch
 from tickets import __version__
 from tickets.config import FindConfig, resolve_attack, resolve_train, to_dict, validate_find
 from tickets.errors import TicketsError
-from tickets.level import run_level
+from tickets.verbs.level import run_level
 from tickets.masks import Mask
 from tickets.models.base import ModelSpec
-from tickets.prepare import Prepared, prepare, random_init_state
+from tickets.verbs.prepare import Prepared, prepare, random_init_state
 from tickets.pruning import Schedule, magnitude_prune, random_prune, reverse_prune
 from tickets.runs import RunDir, read_json, write_json
 from tickets.tasks.base import Task
 from tickets.ticket import Ticket, load_ticket, save_ticket
-from tickets.train import resolve_device
+from tickets.runtime import resolve_device
 
 TICKET_FILE = "ticket.safetensors"
 
@@ -163,7 +163,7 @@ def robust_extra(robust_eval, device: torch.device, limit: int | None, batch_siz
     cfg = resolve_attack(robust_eval, "robust_eval")
 
     def extra(prepared: Prepared) -> dict:
-        from tickets.attacks import robust_evaluate
+        from tickets.training.attacks import robust_evaluate
 
         n = cfg.limit if cfg.limit is not None else limit
         if progress:

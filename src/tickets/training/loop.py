@@ -1,4 +1,4 @@
-"""The one masked fine-tuning loop, for every model and task, and evaluation.
+"""The one masked fine-tuning loop, for every model and task.
 
 Pruned weights stay exactly zero: gradients are masked before each optimizer step and the mask is re-applied
 after it (weight decay and momentum cannot revive a weight). Randomness is drawn from generators seeded by
@@ -12,7 +12,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -21,88 +21,11 @@ from tqdm.auto import tqdm
 from tickets.config import TrainConfig, resolve_train
 from tickets.errors import TicketsError
 from tickets.masks import Mask
+from tickets.runtime import resolve_device
 from tickets.tasks.base import Task
+from tickets.training.evaluate import _batch_size, _to, evaluate
 
 LogFn = Callable[..., None]
-
-
-def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
-    """``auto``: CUDA when present, else CPU."""
-    if isinstance(name, torch.device):
-        return name
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TicketsError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TicketsError(f"device {name!r} asked for but CUDA is not available: use --device cpu or auto")
-    return device
-
-
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def _batch_size(batch: dict) -> int:
-    return int(next(iter(batch.values())).shape[0])
-
-
-def eval_batches(
-    model: nn.Module,
-    task: Task,
-    split: str,
-    *,
-    device: torch.device | str,
-    batch_size: int,
-    limit: int | None,
-    mask: Mask | None,
-    progress: bool,
-    desc: str,
-) -> Iterator[dict]:
-    """The split's batches on ``device``, with ``model`` there in eval mode under ``mask`` and a progress bar;
-    the model's train/eval mode is restored when the loop ends. Shared by clean and robust evaluation."""
-    device = resolve_device(device)
-    model.to(device)
-    if mask is not None:
-        mask.to(device).apply_(model)
-    data = task.split(split).limit(limit)
-    was_training = model.training
-    model.eval()
-    bar = tqdm(total=len(data), desc=desc, unit="ex", disable=not (progress and sys.stderr.isatty()), leave=False)
-    try:
-        for batch in data.batches(batch_size):
-            batch = _to(batch, device)
-            yield batch
-            bar.update(_batch_size(batch))
-    finally:
-        bar.close()
-        model.train(was_training)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    task: Task,
-    split: str = "test",
-    *,
-    device: torch.device | str = "auto",
-    batch_size: int = 256,
-    limit: int | None = None,
-    mask: Mask | None = None,
-    progress: bool = False,
-) -> dict[str, float]:
-    """Score ``model`` (under ``mask`` if given) on a split; returns the task's metrics plus ``examples``."""
-    metric = task.new_metric()
-    n = 0
-    for batch in eval_batches(model, task, split, device=device, batch_size=batch_size, limit=limit, mask=mask,
-                              progress=progress, desc=f"eval {task.name}/{split}"):
-        metric.update(task.forward(model, batch), batch)
-        n += _batch_size(batch)
-    out = metric.compute()
-    out["examples"] = n
-    return out
 
 
 def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
@@ -307,6 +230,6 @@ def _adversary(cfg: TrainConfig, task: Task):
     """The batch perturbation for adversarial training, or None for standard training."""
     if cfg.adversarial is None:
         return None
-    from tickets.attacks import training_perturbation  # lazy: only adversarial runs need it
+    from tickets.training.attacks import training_perturbation  # lazy: only adversarial runs need it
 
     return training_perturbation(cfg.adversarial, task)

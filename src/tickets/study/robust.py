@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from tickets.errors import TicketsError
-from tickets.matching import Stat, at_least_dense, is_matching
+from tickets.study.matching import Stat, at_least_dense, is_matching
 from tickets.runs import atomic_write, atomic_write_text, read_json
 
 RULES = ("std", "mean")
@@ -399,8 +399,8 @@ def find_run_path(argv: Sequence[str], out: str | Path | None = None) -> Path:
     """The run directory a ``tickets find …`` command line writes to, computed without running it."""
     from tickets.cli import _config, build_parser
     from tickets.config import FindConfig
-    from tickets.find import resolved_config
-    from tickets.prepare import prepare
+    from tickets.verbs.find import resolved_config
+    from tickets.verbs.prepare import prepare
     from tickets.runs import config_hash
 
     args = build_parser().parse_args(list(argv[1:] if argv and argv[0] == "tickets" else argv))

@@ -483,7 +483,7 @@ class Job:
 
 
 def _find_levels(cfg: FindConfig) -> list[float]:
-    from tickets.find import sparsity_levels
+    from tickets.verbs.find import sparsity_levels
 
     return sparsity_levels(cfg)
 
@@ -665,7 +665,7 @@ class Expander:
         """find.resolved_config, fed what it reads from a prepared model without loading model or data."""
         from types import SimpleNamespace
 
-        from tickets.find import resolved_config
+        from tickets.verbs.find import resolved_config
         from tickets.masks import PrunableSet
 
         pset = PrunableSet.parse(cfg.prunable or self.preset(cfg.model))
@@ -677,7 +677,7 @@ class Expander:
     def resolved_transfer(self, cfg: TransferConfig) -> dict:
         """transfer.resolved_config, with the ticket read from its file and no model or data loaded."""
         from tickets.ticket import load_ticket
-        from tickets.transfer import resolved_config
+        from tickets.verbs.transfer import resolved_config
 
         family = "bert" if self.preset(cfg.model) == "bert" else "cnn"
         ticket = load_ticket(cfg.ticket) if cfg.ticket is not None else None
@@ -872,7 +872,7 @@ def run_experiment(
     for job, msg in failed:
         say(f"  failed: {job.label()}: {msg}")
     if report:
-        from tickets.report import write_report
+        from tickets.study.report import write_report
 
         say(f"report: {write_report(sdir)}")
     return 0 if not failed and counts["done"] == len(jobs) else 1
@@ -898,9 +898,9 @@ def _progress_log(sdir: Path, job: Job, out: Path, status: str, wall: float, cpu
 def _execute(job: Job, out: Path, *, device, data_root, model_root, progress: bool) -> Path:
     kwargs = dict(out=out, device=device, data_root=data_root, model_root=model_root, progress=progress)
     if job.kind == "find":
-        from tickets.find import find_tickets
+        from tickets.verbs.find import find_tickets
 
         return find_tickets(job.config, **kwargs).path
-    from tickets.transfer import transfer
+    from tickets.verbs.transfer import transfer
 
     return transfer(job.config, **kwargs).path

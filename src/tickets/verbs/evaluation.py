@@ -8,10 +8,11 @@ import torch
 
 from tickets.config import RobustEvalConfig, resolve_attack
 from tickets.errors import TicketsError
-from tickets.prepare import prepare
+from tickets.verbs.prepare import prepare
 from tickets.tasks.base import DataConfig
 from tickets.ticket import load_ticket
-from tickets.train import evaluate, resolve_device
+from tickets.training.evaluate import evaluate
+from tickets.runtime import resolve_device
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -87,7 +88,7 @@ def evaluate_model(
     if mask is not None:
         metrics["sparsity"] = mask.sparsity
     if robust is not None:
-        from tickets.attacks import robust_evaluate
+        from tickets.training.attacks import robust_evaluate
 
         r = resolve_attack(robust, "robust")
         metrics["robust"] = robust_evaluate(

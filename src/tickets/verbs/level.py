@@ -10,9 +10,10 @@ import torch
 
 from tickets.config import TrainConfig
 from tickets.masks import Mask
-from tickets.prepare import Prepared
+from tickets.verbs.prepare import Prepared
 from tickets.runs import RunDir, write_json
-from tickets.train import evaluate, fine_tune
+from tickets.training.evaluate import evaluate
+from tickets.training.loop import fine_tune
 
 
 def run_level(

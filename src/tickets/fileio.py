@@ -1,0 +1,135 @@
+"""Files that are never half-written: the one atomic writer, JSON in and out, and rows as CSV + JSON.
+
+Every file ``tickets`` writes goes through ``atomic_write``: the bytes go to a temporary file in the target's
+directory (``.<name>.<random>.tmp``), are flushed and fsync-ed, get the mode an ordinary ``open()`` would give
+(``0o666`` minus the user's umask, not ``mkstemp``'s private ``0o600``), and are renamed onto the target, so a
+reader sees the old file or the whole new one, never a torn one. A killed writer can leave its temporary file
+behind; ``remove_stale_temporaries`` clears those on the next run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)`` to fill a temporary file, then rename it onto ``path``.
+
+    The parent directory is created. Raises whatever ``write`` or the file system raises (OSError for a full
+    disk or a read-only directory); the temporary file is removed then."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode())
+
+
+def json_default(obj: Any) -> Any:
+    """JSON for the few non-JSON types results hold: paths (as text) and tensors (as lists)."""
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # torch tensors and numpy arrays / scalars, without importing either
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as indented, key-sorted JSON, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file (OSError / ValueError propagate: callers decide whether a bad file is fatal)."""
+    return json.loads(Path(path).read_text())
+
+
+def flatten(record: dict, prefix: str = "") -> dict:
+    """Nested dicts → one level, keys joined with '.'; a ``(mean, std, n)`` tuple → ``key_mean/_std/_n``."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, tuple) and len(value) == 3:
+            out[f"{name}_mean"], out[f"{name}_std"], out[f"{name}_n"] = value
+        else:
+            out[name] = value
+    return out
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return value
+
+
+def write_rows(rows: Iterable[dict], stem: str | os.PathLike) -> list[Path]:
+    """``<stem>.json`` (the rows as given) and ``<stem>.csv`` (flattened, columns in first-seen order), both
+    atomically; returns the two paths. The one rows writer of reports and studies."""
+    rows = list(rows)
+    stem = Path(stem)
+    json_path, csv_path = stem.parent / f"{stem.name}.json", stem.parent / f"{stem.name}.csv"
+    atomic_write_text(json_path, json.dumps(rows, indent=1, sort_keys=True, default=json_default) + "\n")
+    flat = [flatten(r) for r in rows]
+    columns = list(dict.fromkeys(k for r in flat for k in r))
+    buf = io.StringIO()
+    if columns:
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for r in flat:
+            writer.writerow({k: _csv_cell(r.get(k)) for k in columns})
+    atomic_write_text(csv_path, buf.getvalue())
+    return [csv_path, json_path]
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, *, recursive: bool = True) -> int:
+    """Delete ``.<name>.*.tmp`` files a killed ``atomic_write`` left in ``directory``; returns how many."""
+    root = Path(directory)
+    if not root.is_dir():
+        return 0
+    found = root.rglob(f".*{TMP_SUFFIX}") if recursive else root.glob(f".*{TMP_SUFFIX}")
+    n = 0
+    for p in found:
+        try:
+            p.unlink()
+            n += 1
+        except OSError:
+            pass
+    return n

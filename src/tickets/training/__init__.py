@@ -1,0 +1,1 @@
+"""Training: the masked fine-tuning loop and its callbacks, evaluation, and adversarial attacks."""
