@@ -9,7 +9,9 @@ import pytest
 
 from tickets.cli import main
 from tickets.errors import TicketsError
-from tickets.study.experiment import Expander, load_experiment, plan, run_experiment
+from tickets.study.execute import run_experiment
+from tickets.study.plan import Expander, plan
+from tickets.study.spec import load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p for p in (REPO / "examples").glob("*.yaml"))
@@ -99,7 +101,7 @@ def test_cv_example_matches_the_cli_find_command():
         args = build_parser().parse_args(
             f"find --model resnet20-cifar10 --task cifar10 --method imp --levels 4 --rate 0.4 --train-size 2000 "
             f"--epochs 3 --limit 2000 --seed {seed} --out runs/cv".split())
-        cli_cfg = _config(FindConfig, args, "find")
+        cli_cfg, _ = _config(FindConfig, args, "find")
         assert ex.resolved_find(job.config) == ex.resolved_find(cli_cfg)
         ex.predict(job, Path("runs/cv"))
         from tickets.runs import config_hash
@@ -140,16 +142,9 @@ def test_dry_run_reports_partial_and_reruns_only_that(tiny_study, tmp_path, caps
     text = capsys.readouterr().out
     assert "8 done, 1 partial, 1 todo" in text
     assert "partial  find imp small-cnn digits-5-9 seed 1" in text and "(2/3 levels)" in text
-    # the rerun trains only those two, then everything is done again (the old log is recent: not "elsewhere")
-    import tickets.study.experiment as experiment
-
-    old = experiment.ACTIVE_SECONDS
-    experiment.ACTIVE_SECONDS = 0
-    try:
-        assert run_experiment(exp_path, out=copy, device="cpu", progress=False, report=False,
-                              stream=open("/dev/null", "w")) == 0
-    finally:
-        experiment.ACTIVE_SECONDS = old
+    # the rerun trains only those two, then everything is done again (no live process holds their locks)
+    assert run_experiment(exp_path, out=copy, device="cpu", progress=False, report=False,
+                          stream=open("/dev/null", "w")) == 0
     progress = (copy / "study-tiny" / "progress.jsonl").read_text().splitlines()
     assert len(progress) == 10 + 2
     _, jobs = plan(load_experiment(exp_path), copy)
@@ -185,7 +180,7 @@ BAD = [
     ("models: [small-cnn]\nseeds: [0]\nseeds: [1]\nfind:\n  - tasks: [digits]\n", 3, "appears twice"),
     ("models: [small-cnn]\nfind:\n  - tasks: [digits]\ntransfer:\n  - from: [digits]\n    to: [digits-0-4]\n"
      "    levels: [1, 9]\n", 7, "level 9 is beyond"),
-    ("models: [small-cnn]\nschedule: {rate: 1.5}\nfind:\n  - tasks: [digits]\n", 2, "outside (0, 1)"),
+    ("models: [small-cnn]\nschedule: {rate: 1.5}\nfind:\n  - tasks: [digits]\n", 2, "must be in (0, 1)"),
     ("models: [small-cnn]\nfind:\n  - tasks: [digits\n", 4, "not valid YAML"),
 ]
 

@@ -7,6 +7,7 @@ import io
 import os
 import pickle
 import struct
+import subprocess
 import sys
 import tarfile
 import types
@@ -79,16 +80,16 @@ def test_missing_data_names_path_and_fix(tmp_path, monkeypatch):
     assert len(load_task("digits", model=SMALL).test) == 360  # digits need no data root
 
 
-def test_text_tasks_dispatch_lazily(monkeypatch):
-    calls = []
-    fake = types.ModuleType("tickets.tasks.text")
-    fake.load_text_task = lambda name, **kw: calls.append((name, kw)) or "task"
-    monkeypatch.setitem(sys.modules, "tickets.tasks.text", fake)
-    cfg = DataConfig(limit=5)
-    assert load_task("glue/sst2", model="m", data_root="/d", data=cfg, seed=3) == "task"
-    assert load_task("mlm/wikitext-2", model="m") == "task"
-    assert calls[0] == ("glue/sst2", {"model": "m", "data_root": "/d", "data": cfg, "seed": 3})
-    assert calls[1][0] == "mlm/wikitext-2"
+def test_text_tasks_dispatch_lazily():
+    """Image tasks never import the text modules (nor transformers); the text families are registry entries that
+    import their module on first use."""
+    code = ("import sys, tickets.tasks as t\n"
+            "t.load_task('digits', model=None)\n"
+            "assert 'tickets.tasks.glue' not in sys.modules and 'transformers' not in sys.modules\n"
+            "assert t.canonical_task('glue/SST-2') == 'glue/sst2'\n"
+            "assert 'tickets.tasks.glue' in sys.modules and 'transformers' not in sys.modules\n"
+            "assert t.task_modality('mlm/wikitext-2') == 'text' and t.task_modality('cifar10') == 'image'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_bad_data_config(tmp_path):

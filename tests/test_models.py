@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
 
@@ -77,15 +78,18 @@ def test_corrupt_weights_are_one_error(tmp_path):
         load_model("resnet20-cifar10", model_root=tmp_path)
 
 
-def test_text_models_dispatch_lazily(monkeypatch):
-    calls = []
-    fake = types.ModuleType("tickets.models.hf")
-    fake.load_hf_model = lambda name, **kw: calls.append((name, kw)) or "spec"
-    monkeypatch.setitem(sys.modules, "tickets.models.hf", fake)
-    assert load_model("minilm-l6", model_root="/x") == "spec"
-    assert load_model("hf:some/model", pretrained=False) == "spec"
-    assert calls == [("minilm-l6", {"model_root": "/x", "pretrained": True}),
-                     ("hf:some/model", {"model_root": None, "pretrained": False})]
+def test_text_models_dispatch_lazily():
+    """Image models never import transformers; the text entries are registry strings imported on first use, and
+    the registry knows their family and modality without importing them."""
+    code = ("import sys\n"
+            "from tickets.models import load_model, model_family, model_modality, MODELS\n"
+            "load_model('small-cnn')\n"
+            "assert 'tickets.models.hf' not in sys.modules and 'transformers' not in sys.modules\n"
+            "assert model_family('minilm-l6') == 'transformer' and model_family('hf:some/model') == 'transformer'\n"
+            "assert model_modality('hf:x/y') == 'text' and model_family('resnet20-cifar10') == 'cnn'\n"
+            "assert MODELS.meta('minilm-l6')['preset'] == 'bert'\n"
+            "assert 'tickets.models.hf' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --- architectures (random init, no files) ------------------------------------------------------------------------

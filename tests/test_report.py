@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tickets.cli import main
-from tickets.study.experiment import run_experiment
+from tickets.study.execute import run_experiment
 from tickets.study.matching import (
     Stat,
     at_least_dense,

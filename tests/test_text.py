@@ -22,7 +22,8 @@ from tickets.errors import TicketsError  # noqa: E402
 from tickets.tasks.base import DataConfig  # noqa: E402
 from tickets.tasks.glue import GLUE_TASKS, GlueMetric, parse_glue_tsv  # noqa: E402
 from tickets.tasks.mlm import mask_tokens  # noqa: E402
-from tickets.tasks.text import TokenSplit, cache_dir, load_text_task, pack_sequences, set_dynamic_padding  # noqa: E402
+from tickets.tasks import load_task as load_text_task  # noqa: E402
+from tickets.tasks.text import TokenSplit, cache_dir, pack_sequences, set_dynamic_padding  # noqa: E402
 
 WORDS = (
     "the a an cat dog sat on mat good bad movie is not very , . he said hi film was great awful man woman "

@@ -1,183 +1,202 @@
-"""The `tickets` command: find | transfer | eval | inspect | demo | run | report.
+"""The `tickets` command. The only module that knows argv.
 
-Options come from an optional YAML file (``--config``) overridden by flags. Bad input ends with one line,
-``tickets: error: <problem>: <fix>``, and exit code 2; no traceback.
+Every option of ``find``, ``transfer`` and ``eval`` is generated from the config dataclasses in
+``tickets.config`` (flag, type, choices, help), and so is every key a ``--config FILE.yaml`` may hold: the same
+names, checked the same way, flags winning over the file. Bad input ends with one line,
+``tickets: error: <problem>: <fix>``, and exit code 2; no traceback, whatever raised it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from tickets.errors import TicketsError
 
 EPILOG = "Data root: --data-root or TICKETS_DATA. Weights root: --model-root or TICKETS_MODELS."
+SEP = "__"  # argparse dest separator for nested config keys (train__epochs)
+ENABLE = "@enable"
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line and exit 2 like every other bad input."""
 
     def error(self, message: str) -> None:  # noqa: D401
-        self.exit(2, f"tickets: error: {message} (see `{self.prog} --help`)\n")
+        hint = _other_command_hint(message)
+        self.exit(2, f"tickets: error: {message}{hint} (see `{self.prog} --help`)\n")
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.2,0.5, got {text!r}") from None
+def _other_command_hint(message: str) -> str:
+    """For ``unrecognized arguments: --levels 3``: which command takes that flag."""
+    if not message.startswith("unrecognized arguments:"):
+        return ""
+    flags = [w for w in message.split(":", 1)[1].split() if w.startswith("--")]
+    for flag in flags:
+        owners = [name for name, flags_of in _FLAGS_BY_COMMAND.items() if flag in flags_of]
+        if owners:
+            return f"; {flag} applies to `tickets {owners[0]}`"
+    return ""
 
 
-def _common(p: argparse.ArgumentParser, *, schedule: bool = True) -> None:
-    g = p.add_argument_group("common options (the same in every command)")
+_FLAGS_BY_COMMAND: dict[str, set[str]] = {}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# flags generated from the config dataclasses
+# ----------------------------------------------------------------------------------------------------------------
+def _arg_type(inner: Any, meta: dict) -> Callable[[str], Any]:
+    parse = meta.get("parse")
+
+    def convert(text: str) -> Any:
+        try:
+            if parse is not None:
+                return parse(text)
+            return inner(text)
+        except (ValueError, TicketsError) as exc:
+            what = {int: "an integer", float: "a number"}.get(inner, "a value")
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}" if not isinstance(exc, TicketsError)
+                                             else str(exc)) from None
+    convert.__name__ = getattr(inner, "__name__", "value")
+    return convert
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, path: tuple = (), prefix: str = "",
+                     group: Any = None, command: str = "", skip: str | None = None) -> None:
+    """Add one flag per CLI field of config dataclass ``cls`` (recursively), with ``dest`` = the key path joined
+    by ``__`` and default SUPPRESS, so only flags the user gave appear in the parsed namespace."""
+    from tickets.hparams import choices_of, default_of, fields_of, unwrap_optional
+
+    target = group or parser
+    for f, hint in fields_of(cls):
+        meta = f.metadata
+        if not meta.get("cli", True) or f.name == skip:
+            continue
+        inner, optional = unwrap_optional(hint)
+        dest = SEP.join(path + (f.name,))
+        if dataclasses.is_dataclass(inner):
+            sub = parser.add_argument_group(meta.get("help") or f.name)
+            child_prefix = prefix + (meta.get("prefix") or "")
+            skip = None
+            if optional:
+                enable, enable_field = meta["enable"], meta.get("enable_field")
+                if enable_field:
+                    ef = next(x for x, _ in fields_of(inner) if x.name == enable_field)
+                    sub.add_argument(enable, dest=dest + SEP + enable_field, default=argparse.SUPPRESS,
+                                     choices=choices_of(ef), help=ef.metadata.get("help"))
+                    skip = enable_field
+                else:
+                    sub.add_argument(enable, dest=dest + SEP + ENABLE, action="store_true",
+                                     default=argparse.SUPPRESS, help=meta.get("help"))
+                _FLAGS_BY_COMMAND.setdefault(command, set()).add(enable)
+            add_config_flags(parser, inner, path=path + (f.name,), prefix=child_prefix, group=sub, command=command,
+                             skip=skip)
+            continue
+        flag = meta.get("flag") or f"--{prefix}{f.name.replace('_', '-')}"
+        _FLAGS_BY_COMMAND.setdefault(command, set()).add(flag)
+        default = default_of(f)
+        text = meta.get("help") or ""
+        if inner is bool:
+            if default is True:
+                flag = f"--no-{prefix}{f.name.replace('_', '-')}"
+                target.add_argument(flag, dest=dest, action="store_false", default=argparse.SUPPRESS,
+                                    help=f"do not: {text}")
+            else:
+                target.add_argument(flag, dest=dest, action="store_true", default=argparse.SUPPRESS, help=text)
+            _FLAGS_BY_COMMAND[command].add(flag)
+            continue
+        target.add_argument(flag, dest=dest, default=argparse.SUPPRESS, type=_arg_type(inner, meta),
+                            choices=None if meta.get("parse") else choices_of(f), metavar=meta.get("metavar"),
+                            help=text)
+
+
+def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The flags the user gave, shaped like the config they override (nested dicts). An optional block's own
+    flags without its enabling flag are an error."""
+    from tickets.hparams import fields_of, unwrap_optional
+
+    given = {k: v for k, v in vars(args).items() if SEP in k or k in {f.name for f, _ in fields_of(cls)}}
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        parts = key.split(SEP)
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if parts[-1] != ENABLE:
+            node[parts[-1]] = value
+    # optional blocks: their sub-flags need the enabling flag
+    for f, hint in fields_of(cls):
+        inner, optional = unwrap_optional(hint)
+        if dataclasses.is_dataclass(inner):
+            _check_enabled(args, f, inner, optional, (f.name,), out, f.metadata.get("prefix") or "")
+    return out
+
+
+def _check_enabled(args, f, inner, optional, path, out, prefix) -> None:
+    from tickets.hparams import fields_of, unwrap_optional
+
+    key = SEP.join(path)
+    if optional and f.metadata.get("enable"):
+        enable_field = f.metadata.get("enable_field")
+        enabled = hasattr(args, key + SEP + ENABLE) or (enable_field and hasattr(args, key + SEP + enable_field))
+        block = out
+        for p in path:
+            block = block.get(p, {}) if isinstance(block, dict) else {}
+        if block and not enabled:
+            flags = [sub.metadata.get("flag") or f"--{prefix}{sub.name.replace('_', '-')}"
+                     for sub, _ in fields_of(inner) if sub.name in block]
+            enable = f.metadata["enable"]
+            raise TicketsError(f"{', '.join(flags)} need {enable} ({f.metadata.get('help', f.name)}): add {enable}")
+    for sub, hint in fields_of(inner):
+        sub_inner, sub_optional = unwrap_optional(hint)
+        if dataclasses.is_dataclass(sub_inner):
+            _check_enabled(args, sub, sub_inner, sub_optional, path + (sub.name,), out,
+                           prefix + (sub.metadata.get("prefix") or ""))
+
+
+def _run_flags(p: argparse.ArgumentParser, command: str) -> None:
+    from tickets.config import RunOptions
+
+    g = p.add_argument_group("common options (every command; also valid as keys of --config)")
     g.add_argument("--config", metavar="FILE", help="YAML file with any of this command's options; flags win")
-    g.add_argument("--out", metavar="DIR", default=None, help="where run directories go (default: runs)")
-    g.add_argument("--seed", type=int, help="seed for data subsets, head init, data order, random masks (default 0)")
-    g.add_argument("--epochs", type=int, help="fine-tuning epochs per level (default 3)")
-    g.add_argument("--train-size", type=int, metavar="N", help="seeded subset of N training examples (default: all)")
-    g.add_argument("--limit", type=int, metavar="N", help="evaluate on the first N validation/test examples only")
-    g.add_argument("--sparsities", type=_floats, metavar="S,S,…", help="explicit sparsity levels, e.g. 0.2,0.5,0.8")
-    g.add_argument("--levels", type=int, metavar="N", help="number of levels of the geometric schedule (default 6)")
-    g.add_argument("--rate", type=float, help="fraction pruned per level (default 0.2 geometric; 0.1 linear)")
-    g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
-    g.add_argument("--data-root", metavar="DIR", help="data root (default: $TICKETS_DATA)")
-    g.add_argument("--model-root", metavar="DIR", help="pre-trained weights root (default: $TICKETS_MODELS)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
-    g.add_argument("--threads", type=int, metavar="N",
-                   help="torch CPU threads (default: torch's choice; 1 is fastest for small models on a busy machine)")
-    t = p.add_argument_group("training")
-    t.add_argument("--batch-size", type=int, help="default 64 (CNN) / 32 (BERT family)")
-    t.add_argument("--optimizer", choices=["sgd", "adamw"], help="default sgd (CNN) / adamw (BERT family)")
-    t.add_argument("--lr", type=float, help="peak learning rate; default 0.05 (CNN) / 2e-5 (BERT family)")
-    t.add_argument("--weight-decay", type=float, help="default 5e-4 (CNN) / 0 (BERT family)")
-    t.add_argument("--lr-schedule", choices=["constant", "step", "cosine", "linear"],
-                   help="default cosine (CNN) / linear (BERT family)")
-    t.add_argument("--warmup", type=float, help="fraction of steps with linear learning-rate warm-up (default 0)")
-    t.add_argument("--max-steps", type=int, help="stop each fine-tune after this many steps")
-    t.add_argument("--val-fraction", type=float, help="fraction of train carved off for model selection (default 0.1)")
-    t.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    t.add_argument("--max-length", type=int, help="text: max tokens per example (default: per task)")
-    t.add_argument("--head", choices=["fresh", "pretrained"],
-                   help="task head: fresh (seeded new head, re-drawn identically each level; default) or "
-                        "pretrained (keep the shipped head; only on the model's own label space)")
+    g.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first so its registered models, tasks, methods or patterns are available "
+                        "(also $TICKETS_PLUGINS)")
+    add_config_flags(p, RunOptions, group=g, command=command)
 
 
-def _attack_flags(g, *, default: str = "pgd (PGD-20)") -> None:
-    """--attack/--eps/--alpha/--steps: the evaluation attack (eval; find/transfer with --robust-eval)."""
-    g.add_argument("--attack", choices=["pgd", "fgsm"],
-                   help="attack for robust accuracy: pgd (L-inf PGD, random start) or fgsm (FGSM with random start); "
-                        f"default {default}")
-    g.add_argument("--eps", type=float, metavar="E",
-                   help="attack budget: L-inf radius in /255 pixel units for images (8 = 8/255), per-token L2 radius "
-                        "of the input embeddings for text; default 8; 0 gives exactly the clean figure")
-    g.add_argument("--alpha", type=float, metavar="A",
-                   help="attack step size, same units as --eps; default eps/4 for PGD (2/255 at eps 8), "
-                        "1.25*eps for FGSM")
-    g.add_argument("--steps", type=int, metavar="K", help="PGD steps (default 20; FGSM takes one step)")
-
-
-def _adversarial(p: argparse.ArgumentParser) -> None:
-    """Adversarial training (--adv …) and per-run robust evaluation (--robust-eval …) for find and transfer."""
-    g = p.add_argument_group("adversarial training (every fine-tune of the run; images: pixel space [0, 1], "
-                             "budgets in /255; text: input embeddings, per-token L2)")
-    g.add_argument("--adv", choices=["pgd", "fgsm"],
-                   help="train on adversarial examples: pgd (PGD-k, random start; Madry et al.) or fgsm (FGSM with "
-                        "random start, 'fast adversarial training'; Wong et al.); default: standard training")
-    g.add_argument("--adv-eps", type=float, metavar="E",
-                   help="training budget (default 8: 8/255 for images; per-token embedding L2 radius for text)")
-    g.add_argument("--adv-alpha", type=float, metavar="A",
-                   help="training step size (default eps/4 for PGD, 2/255 at eps 8; 1.25*eps for FGSM)")
-    g.add_argument("--adv-steps", type=int, metavar="K", help="PGD steps when training (default 10; FGSM: one)")
-    g.add_argument("--adv-clean-fraction", type=float, metavar="F",
-                   help="fraction of each batch kept clean (default 0: all adversarial)")
-    r = p.add_argument_group("robust evaluation (after every level: clean SA and robust RA on the test split, "
-                             "model in eval mode)")
-    r.add_argument("--robust-eval", action="store_true",
-                   help="also report robust accuracy; the attack is --attack/--eps/--alpha/--steps "
-                        "(default PGD-20, eps 8/255, alpha 2/255)")
-    _attack_flags(r)
-    r.add_argument("--robust-limit", type=int, metavar="N",
-                   help="attack only the first N test examples (default: as many as the clean test, --limit)")
-
-
-def _robust_overrides(args: argparse.Namespace, o: dict[str, Any]) -> None:
-    """--adv* → train.adversarial, --robust-eval/--attack/… → robust_eval (find, transfer)."""
-    adv = {k: getattr(args, a) for k, a in (
-        ("attack", "adv"), ("eps", "adv_eps"), ("alpha", "adv_alpha"), ("steps", "adv_steps"),
-        ("clean_fraction", "adv_clean_fraction")) if getattr(args, a, None) is not None}
-    if adv:
-        if "attack" not in adv:
-            raise TicketsError("--adv-eps/--adv-alpha/--adv-steps/--adv-clean-fraction need --adv pgd|fgsm")
-        if adv["attack"] == "fgsm" and "steps" in adv:
-            raise TicketsError("--adv-steps applies to --adv pgd; FGSM takes one step: drop --adv-steps")
-        o.setdefault("train", {})["adversarial"] = adv
-    rob = {k: getattr(args, a) for k, a in (
-        ("attack", "attack"), ("eps", "eps"), ("alpha", "alpha"), ("steps", "steps"), ("limit", "robust_limit"))
-        if getattr(args, a, None) is not None}
-    if getattr(args, "robust_eval", False):
-        if rob.get("attack") == "fgsm" and "steps" in rob:
-            raise TicketsError("--steps applies to --attack pgd; FGSM takes one step: drop --steps")
-        o["robust_eval"] = rob
-    elif rob:
-        raise TicketsError("--attack/--eps/--alpha/--steps/--robust-limit set the robust evaluation: add --robust-eval")
-
-
+# ----------------------------------------------------------------------------------------------------------------
+# the parser
+# ----------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from tickets import __version__
+    from tickets.config import EvalConfig, FindConfig, TransferConfig
+
     parser = _Parser(prog="tickets", description="Find, transfer and stress-test lottery tickets in pre-trained "
                      "models.", epilog=EPILOG)
-    parser.add_argument("--version", action="version", version=f"tickets {__import__('tickets').__version__}")
+    parser.add_argument("--version", action="version", version=f"tickets {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    f = sub.add_parser("find", help="draw tickets on a source task (IMP, OMP, random, reverse, reinit)",
-                       description="Draw tickets level by level into OUT/find-<hash>/; rerunning resumes.",
-                       epilog=EPILOG)
-    f.add_argument("--model", help="model name (see `tickets models`), hf:<id-or-path>")
-    f.add_argument("--task", help="task name, e.g. cifar10, digits-5-9, glue/sst2")
-    f.add_argument("--method", choices=["imp", "omp", "random", "reverse", "reinit"],
-                   help="imp: iterative magnitude pruning with rewinding (default); omp: one-shot |θ0|; random; "
-                        "reverse: prune the largest |θ0| first; reinit: IMP masks, randomly re-initialised weights")
-    f.add_argument("--prunable", help="prunable set: preset cnn | cnn-all | all | bert, optionally with "
-                                      "',include=REGEX' / ',exclude=REGEX' (default: the model's preset)")
-    f.add_argument("--scope", choices=["global", "layerwise"], help="rank weights globally (default) or per tensor")
-    f.add_argument("--schedule", choices=["geometric", "linear"],
-                   help="geometric: prune --rate of the remaining per level (CV, default); "
-                        "linear: --rate of the original per level (BERT)")
-    f.add_argument("--rewind", help="where survivors go back to: theta0 (default), step:K, init")
-    _common(f)
-    _adversarial(f)
-
-    t = sub.add_parser("transfer", help="fine-tune θ0 under a ticket's mask (or dense) on a target task",
-                       description="Transfer a ticket (or, without --ticket, train the dense baseline).",
-                       epilog=EPILOG)
-    t.add_argument("--ticket", metavar="FILE", help="ticket file (ours, PyTorch-prune state dict, open_lth mask.pth)")
-    t.add_argument("--model", help="model name (default: the one recorded in the ticket)")
-    t.add_argument("--task", help="target task")
-    t.add_argument("--init", choices=["ticket", "theta0", "reinit"],
-                   help="start weights: ticket (θ0 unless the ticket carries weights; default), theta0, reinit")
-    t.add_argument("--reverse", action="store_true", help="use the complement of the ticket's mask")
-    t.add_argument("--save-weights", action="store_true", help="also write the fine-tuned model.safetensors")
-    _common(t)
-    _adversarial(t)
-
-    e = sub.add_parser("eval", help="score a model (optionally under a ticket) on a split", epilog=EPILOG)
-    e.add_argument("--model", required=False, help="model name")
-    e.add_argument("--task", required=False, help="task name")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"], help="default test")
-    e.add_argument("--ticket", metavar="FILE", help="apply this ticket's mask first")
-    e.add_argument("--weights", metavar="FILE", help="fine-tuned model.safetensors (from transfer --save-weights)")
-    e.add_argument("--json", action="store_true", help="print metrics as JSON")
-    _common(e)
-    _attack_flags(e.add_argument_group(
-        "robust accuracy (with --attack: clean SA and robust RA on the same examples, model in eval mode; "
-        "--seed seeds the random starts)"), default="none (clean accuracy only)")
+    for name, cls, help_text, description in (
+        ("find", FindConfig, "draw tickets on a source task (IMP, OMP, random, reverse, reinit)",
+         "Draw tickets level by level into OUT/find-<hash>/; rerunning resumes."),
+        ("transfer", TransferConfig, "fine-tune θ0 under a ticket's mask (or dense) on a target task",
+         "Transfer a ticket (or, without --ticket, train the dense baseline)."),
+        ("eval", EvalConfig, "score a model (optionally under a ticket and an attack) on a split",
+         "Score a shipped or fine-tuned model on one split; with --attack also its robust accuracy."),
+    ):
+        p = sub.add_parser(name, help=help_text, description=description, epilog=EPILOG)
+        add_config_flags(p, cls, command=name)
+        _run_flags(p, name)
 
     i = sub.add_parser("inspect", help="print a ticket's metadata and per-tensor sparsity")
     i.add_argument("file", metavar="FILE")
+    i.add_argument("--model", help="also report sparsity over all parameters of this model")
 
-    d = sub.add_parser("demo", help="the whole pipeline on scikit-learn digits, no download (< 3 min on 2 CPUs)")
+    d = sub.add_parser("demo", help="the whole pipeline on scikit-learn digits, no download (< 1 min on 2 CPUs)")
     d.add_argument("--out", default="tickets-demo", metavar="DIR", help="output directory (default tickets-demo)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto")
@@ -190,13 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("experiment", metavar="EXPERIMENT.yaml")
     r.add_argument("--dry-run", action="store_true", help="list every job with its status (done/partial/todo); run "
                                                           "nothing")
-    r.add_argument("--out", metavar="DIR", help="where run directories go (default: the file's `out:`, else runs)")
-    r.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
-    r.add_argument("--threads", type=int, metavar="N", help="torch intra-op CPU threads (e.g. 1 on a shared machine)")
-    r.add_argument("--data-root", metavar="DIR", help="data root (default: $TICKETS_DATA)")
-    r.add_argument("--model-root", metavar="DIR", help="pre-trained weights root (default: $TICKETS_MODELS)")
+    r.add_argument("--executor", default="local",
+                   help="how jobs run: local (this process, default) or another registered executor")
     r.add_argument("--no-report", action="store_true", help="do not write the study's report.md at the end")
-    r.add_argument("--quiet", action="store_true", help="one line per job only")
+    _run_flags(r, "run")
 
     rp = sub.add_parser("report", help="write report.md, plots and CSV/JSON for a study (or a folder of runs)",
                         description="DIR is OUT/study-<name> (from `tickets run`) or any folder of find-*/transfer-* "
@@ -215,78 +231,55 @@ def build_parser() -> argparse.ArgumentParser:
                     help="matching: ticket mean >= dense mean - 1 std over seeds (std, default) or >= dense mean")
     dw.add_argument("--to", metavar="FILE", help="also write FILE.md, FILE.csv and FILE.json")
 
-    sub.add_parser("models", help="list model names")
-    sub.add_parser("tasks", help="list task names")
+    for name, what in LISTINGS.items():
+        ls = sub.add_parser(name, help=f"list {what[0]}")
+        ls.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first")
     return parser
 
 
-# ---------------------------------------------------------------------------------------------------------
-def _overrides(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    """Flags the user actually gave, shaped like the config they override."""
-    o: dict[str, Any] = {}
-    for key in ("model", "task", "method", "prunable", "scope", "rewind", "head", "seed", "ticket", "init"):
-        if getattr(args, key, None) is not None:
-            o[key] = getattr(args, key)
-    if getattr(args, "reverse", False):
-        o["reverse"] = True
-    if getattr(args, "save_weights", False):
-        o["save_weights"] = True
-    train = {k: getattr(args, a) for k, a in (
-        ("epochs", "epochs"), ("batch_size", "batch_size"), ("optimizer", "optimizer"), ("lr", "lr"),
-        ("weight_decay", "weight_decay"), ("lr_schedule", "lr_schedule"), ("warmup", "warmup"),
-        ("max_steps", "max_steps")) if getattr(args, a, None) is not None}
-    if train:
-        o["train"] = train
-    data = {k: getattr(args, a) for k, a in (
-        ("train_size", "train_size"), ("limit", "limit"), ("val_fraction", "val_fraction"),
-        ("max_length", "max_length")) if getattr(args, a, None) is not None}
-    if getattr(args, "no_augment", False):
-        data["augment"] = False
-    if data:
-        o["data"] = data
-    schedule: dict[str, Any] = {}
-    if args.sparsities is not None:
-        schedule.update(kind="explicit", sparsities=args.sparsities)
-    if getattr(args, "schedule", None):
-        schedule["kind"] = args.schedule
-        if args.schedule == "linear" and args.rate is None:
-            schedule["rate"] = 0.1
-    if args.levels is not None:
-        schedule["levels"] = args.levels
-    if args.rate is not None:
-        schedule["rate"] = args.rate
-    if schedule:
-        if command != "find":
-            raise TicketsError(f"--sparsities/--levels/--rate/--schedule apply to `tickets find`, not `{command}`")
-        o["schedule"] = schedule
-    _robust_overrides(args, o)
-    return o
+LISTINGS = {"models": ("model names", "tickets.models:MODELS"), "tasks": ("task names", "tickets.tasks:TASKS"),
+            "methods": ("ticket-drawing methods", "tickets.methods:METHODS"),
+            "patterns": ("sparsity patterns", "tickets.patterns:PATTERNS")}
 
 
-def _config(cls: type, args: argparse.Namespace, command: str):
-    from tickets.config import from_dict, load_yaml, merge
+# ----------------------------------------------------------------------------------------------------------------
+# commands
+# ----------------------------------------------------------------------------------------------------------------
+def _config(cls: type, args: argparse.Namespace, where: str):
+    """(config, run options) from ``--config`` merged with the flags given (flags win)."""
+    from tickets.config import load_config, load_yaml
+    from tickets.hparams import merge
 
     base = load_yaml(args.config) if args.config else {}
-    # run-time settings may sit in the YAML too; they are not part of the hashed config
-    for key in ("out", "device", "data_root", "model_root"):
-        if key in base and getattr(args, key, None) in (None, "auto"):
-            setattr(args, key, base[key])
-        base.pop(key, None)
-    where = args.config or "options"
-    return from_dict(cls, merge(base, _overrides(args, command)), where)
+    flags = config_overrides(args, cls)
+    from tickets.config import RunOptions
+
+    flags.update(config_overrides(args, RunOptions))
+    return load_config(cls, merge(base, flags), args.config or where)
 
 
-def _run_kwargs(args: argparse.Namespace) -> dict:
-    return dict(out=args.out or "runs", device=args.device, data_root=args.data_root, model_root=args.model_root,
-                progress=not args.quiet)
+def _setup(run) -> dict:
+    """Apply the run options (threads, logging) and return the keyword arguments of a verb."""
+    import logging
+
+    from tickets.log import enable_console
+    from tickets.training.sinks import parse_sinks
+
+    enable_console(logging.WARNING if run.quiet else logging.INFO)
+    if run.threads:
+        import torch
+
+        torch.set_num_threads(run.threads)
+    return dict(out=run.out or "runs", device=run.device, data_root=run.data_root, model_root=run.model_root,
+                progress=not run.quiet, log_to=parse_sinks(run.log_to))
 
 
 def cmd_find(args: argparse.Namespace) -> int:
     from tickets.config import FindConfig
     from tickets.verbs.find import find_tickets
 
-    cfg = _config(FindConfig, args, "find")
-    result = find_tickets(cfg, **_run_kwargs(args))
+    cfg, run = _config(FindConfig, args, "")
+    result = find_tickets(cfg, **_setup(run))
     print(f"run: {result.path}")
     robust = any("robust" in r for r in result.levels)
     print(f"{'level':>5}  {'sparsity':>8}  {'val':>8}  {'test':>8}  " + ("robust  " if robust else "") + "ticket")
@@ -301,10 +294,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from tickets.config import TransferConfig
     from tickets.verbs.transfer import transfer
 
-    cfg = _config(TransferConfig, args, "transfer")
-    if cfg.ticket and not cfg.model:
-        cfg.model = "auto"
-    res = transfer(cfg, **_run_kwargs(args))
+    cfg, run = _config(TransferConfig, args, "")
+    res = transfer(cfg, **_setup(run))
     m = res.metrics
     print(f"run: {res.path}")
     print(f"sparsity {m['sparsity']:.2%}  val {m['primary_metric']} {m['val'][m['primary_metric']]:.4f}  "
@@ -316,83 +307,65 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_attack(args: argparse.Namespace):
-    """`tickets eval --attack …` → RobustEvalConfig (None without --attack)."""
-    from tickets.config import RobustEvalConfig
-
-    given = {k: getattr(args, k) for k in ("eps", "alpha", "steps") if getattr(args, k, None) is not None}
-    if args.attack is None:
-        if given:
-            raise TicketsError("--eps/--alpha/--steps set the attack: add --attack pgd|fgsm")
-        return None
-    if args.attack == "fgsm" and "steps" in given:
-        raise TicketsError("--steps applies to --attack pgd; FGSM takes one step: drop --steps")
-    return RobustEvalConfig(attack=args.attack, **given)
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tickets.config import DataConfig, load_yaml
+    from tickets.config import EvalConfig
     from tickets.verbs.evaluation import evaluate_model, format_metrics
 
-    if args.sparsities is not None or args.levels is not None or args.rate is not None:
-        raise TicketsError("--sparsities/--levels/--rate apply to `tickets find`, not `eval`")
-    base = load_yaml(args.config) if args.config else {}
-    model, task = args.model or base.get("model"), args.task or base.get("task")
-    if not model or not task:
-        raise TicketsError("eval needs a model and a task: pass --model M --task T")
-    data = DataConfig(augment=False, limit=args.limit, max_length=args.max_length)
-    if args.train_size is not None:
-        data.train_size = args.train_size
-    robust = _eval_attack(args)
-    metrics = evaluate_model(model, task, split=args.split, ticket=args.ticket, weights=args.weights, data=data,
-                             seed=args.seed or 0, device=args.device, data_root=args.data_root,
-                             model_root=args.model_root, batch_size=args.batch_size or 256,
-                             progress=not args.quiet, robust=robust)
-    print(json.dumps(metrics, indent=2, sort_keys=True) if args.json else format_metrics(metrics))
+    cfg, run = _config(EvalConfig, args, "")
+    kw = _setup(run)
+    metrics = evaluate_model(cfg, device=kw["device"], data_root=kw["data_root"], model_root=kw["model_root"],
+                             progress=kw["progress"])
+    print(json.dumps(metrics, indent=2, sort_keys=True) if cfg.json else format_metrics(metrics))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from tickets.ticket import describe, load_ticket
 
-    print(describe(load_ticket(args.file)))
+    ticket = load_ticket(args.file)
+    model = None
+    if args.model:
+        from tickets.models import load_model
+
+        model = load_model(args.model, pretrained=False).module
+    print(describe(ticket, model), end="")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import logging
+
+    from tickets.log import enable_console
     from tickets.verbs.demo import run_demo
 
+    enable_console(logging.WARNING if args.quiet else logging.INFO)
     report = run_demo(out=args.out, seed=args.seed, device=args.device, progress=not args.quiet)
     print(f"report: {report}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tickets.study.experiment import run_experiment
+    from tickets.study.execute import run_experiment
 
-    return run_experiment(args.experiment, out=args.out, dry_run=args.dry_run, device=args.device,
-                          data_root=args.data_root, model_root=args.model_root, progress=not args.quiet,
-                          report=not args.no_report)
+    run = _run_options(args)
+    kw = _setup(run)
+    return run_experiment(args.experiment, out=run.out, dry_run=args.dry_run, device=kw["device"],
+                          data_root=kw["data_root"], model_root=kw["model_root"], progress=kw["progress"],
+                          report=not args.no_report, executor=args.executor, log_to=kw["log_to"])
+
+
+def _run_options(args: argparse.Namespace):
+    from tickets.config import RunOptions, load_yaml
+    from tickets.hparams import from_dict, merge
+
+    base = load_yaml(args.config) if args.config else {}
+    return from_dict(RunOptions, merge(base, config_overrides(args, RunOptions)), args.config or "")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from tickets.study.report import write_report
 
     print(f"report: {write_report(args.dir, to=args.to)}")
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from tickets.models import model_names
-
-    print("\n".join(model_names()))
-    return 0
-
-
-def cmd_tasks(args: argparse.Namespace) -> int:
-    from tickets.tasks import task_names
-
-    print("\n".join(task_names()))
     return 0
 
 
@@ -403,21 +376,42 @@ def cmd_double_win(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"find": cmd_find, "transfer": cmd_transfer, "eval": cmd_eval, "inspect": cmd_inspect,
-            "demo": cmd_demo, "run": cmd_run, "report": cmd_report, "models": cmd_models, "tasks": cmd_tasks}
-COMMANDS["double-win"] = cmd_double_win
+def cmd_listing(args: argparse.Namespace) -> int:
+    import importlib
+
+    module, _, attr = LISTINGS[args.command][1].partition(":")
+    print(getattr(importlib.import_module(module), attr).listing_text())
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "find": cmd_find, "transfer": cmd_transfer, "eval": cmd_eval, "inspect": cmd_inspect, "demo": cmd_demo,
+    "run": cmd_run, "report": cmd_report, "double-win": cmd_double_win,
+    **{name: cmd_listing for name in LISTINGS},
+}
+
+
+def _plugins_in(argv: list[str]) -> list[str]:
+    """``--plugin M`` / ``--plugin=M`` values, read before the parser is built (plugins add choices)."""
+    out = []
+    for i, word in enumerate(argv):
+        if word == "--plugin" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif word.startswith("--plugin="):
+            out.append(word.split("=", 1)[1])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
-        return int(exc.code or 0)
-    if getattr(args, "threads", None):
-        import torch
+    from tickets.registry import load_plugins
 
-        torch.set_num_threads(args.threads)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        load_plugins(_plugins_in(argv))
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
+            return int(exc.code or 0)
         return COMMANDS[args.command](args)
     except TicketsError as exc:
         if os.environ.get("TICKETS_DEBUG"):
@@ -427,6 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tickets: interrupted; finished levels are kept — rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tickets inspect FILE | head`: the reader left; not an error
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
 
 
 if __name__ == "__main__":

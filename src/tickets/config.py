@@ -1,30 +1,64 @@
-"""Hyperparameter dataclasses, their YAML form, and validation.
+"""The config dataclasses: every option of every command, its help, its constraints, its YAML key and its place in
+the run hash (see ``tickets.hparams`` for the machinery and the hash-stability rule).
 
-A config is resolved (model-family defaults filled in) before it is hashed, so the run directory name says
-exactly what ran. Unknown keys are errors, never silently ignored.
+A config is *resolved* before it is hashed (model-family training defaults filled in, schedule levels listed), so
+a run directory's name says exactly what ran. Unknown keys and out-of-range values are errors, reported with the
+key (and, in files, the line) before anything runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, ClassVar
 
 from tickets.errors import TicketsError
-from tickets.tasks.base import DataConfig
+from tickets.hparams import from_dict, hash_view, merge, option, to_dict, validate
+from tickets.yamlio import read_yaml
+
+__all__ = [
+    "AdversarialConfig", "RobustEvalConfig", "TrainConfig", "ScheduleConfig", "DataConfig", "FindConfig",
+    "TransferConfig", "EvalConfig", "RunOptions", "RewindPoint", "resolve_train", "resolve_attack",
+    "resolve_schedule", "training_defaults", "default_alpha", "from_dict", "to_dict", "hash_view", "merge",
+    "load_yaml", "validate", "validate_find", "validate_transfer", "validate_eval", "FAMILY_DEFAULTS",
+]
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("constant", "step", "cosine", "linear")
-METHODS = ("imp", "omp", "random", "reverse", "reinit")
 SCOPES = ("global", "layerwise")
 HEAD_POLICIES = ("fresh", "pretrained")
 ATTACKS = ("pgd", "fgsm")
+SCHEDULE_KINDS = ("geometric", "linear", "explicit")
+INITS = ("ticket", "theta0", "reinit")
+SPLITS = ("train", "val", "test")
+SEED_MAX = 2**31 - 1
 
 
+def _methods() -> list[str]:
+    from tickets.methods import METHODS
+
+    return METHODS.names()
+
+
+def _patterns() -> list[str]:
+    from tickets.patterns import PATTERNS
+
+    return PATTERNS.names()
+
+
+def _floats(text: str) -> list[float]:
+    """CLI text ``0.2,0.5`` → [0.2, 0.5]."""
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise TicketsError(f"expected comma-separated numbers like 0.2,0.5, got {text!r}") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# attacks
+# ----------------------------------------------------------------------------------------------------------------
 def default_alpha(attack: str, eps: float) -> float:
     """The step size used when none is given: ε/4 for PGD (2/255 at ε = 8/255), 1.25·ε for FGSM-RS (Wong et al.)."""
     return 1.25 * eps if attack == "fgsm" else eps / 4
@@ -32,63 +66,96 @@ def default_alpha(attack: str, eps: float) -> float:
 
 @dataclass
 class AdversarialConfig:
-    """Adversarial training: PGD-k or FGSM with random start, budgets in /255 pixel units (images)."""
+    """Adversarial training: PGD-k (Madry et al. 2018) or FGSM with random start (Wong et al. 2020)."""
 
-    attack: str = "pgd"  # pgd | fgsm
-    eps: float = 8.0  # L∞ budget, /255 for images; embedding-norm units (L2 per token) for text
-    alpha: float | None = None  # step size; None: eps/4 for PGD (2/255 at eps 8), 1.25·eps for FGSM-RS
-    steps: int = 10  # PGD steps (FGSM takes one step; resolved to 1)
-    clean_fraction: float = 0.0  # fraction of each batch trained on clean inputs
+    DEFAULT_STEPS: ClassVar[int] = 10
+
+    attack: str = option("pgd", choices=ATTACKS, flag="--adv",
+                         help="train on adversarial examples: pgd (PGD-k, random start) or fgsm (FGSM with random "
+                              "start, 'fast adversarial training'); default: standard training")
+    eps: float = option(8.0, ge=0, metavar="E",
+                        help="training budget: L-inf radius in /255 pixel units for images (8 = 8/255); per-token L2 "
+                             "radius of the input embeddings for text (default 8)")
+    alpha: float | None = option(None, ge=0, metavar="A",
+                                 help="training step size, same units (default eps/4 for PGD, 1.25*eps for FGSM)")
+    steps: int | None = option(None, ge=1, metavar="K", help="PGD steps when training (default 10; FGSM takes one)")
+    clean_fraction: float = option(0.0, ge=0, lt=1, metavar="F",
+                                   help="fraction of each batch kept clean (default 0: all adversarial)")
 
 
 @dataclass
 class RobustEvalConfig:
-    """Robust accuracy (RA) next to clean accuracy (SA) after every level / transfer: PGD-20 at 8/255 by default."""
+    """Robust accuracy (RA) next to clean accuracy (SA): PGD-20 at 8/255 by default."""
 
-    attack: str = "pgd"  # pgd | fgsm
-    eps: float = 8.0  # L∞ budget, /255 for images; embedding-norm units (L2 per token) for text
-    alpha: float | None = None  # step size; None: eps/4 for PGD, 1.25·eps for FGSM-RS
-    steps: int = 20  # PGD steps (FGSM takes one step; resolved to 1)
-    limit: int | None = None  # attack the first N test examples (None: as many as the clean test, data.limit)
+    DEFAULT_STEPS: ClassVar[int] = 20
+
+    attack: str = option("pgd", choices=ATTACKS,
+                         help="attack for robust accuracy: pgd (L-inf PGD, random start) or fgsm (FGSM with random "
+                              "start); default pgd")
+    eps: float = option(8.0, ge=0, metavar="E",
+                        help="attack budget: L-inf radius in /255 pixel units for images (8 = 8/255), per-token L2 "
+                             "radius of the input embeddings for text; default 8; 0 gives exactly the clean figure")
+    alpha: float | None = option(None, ge=0, metavar="A",
+                                 help="attack step size, same units as --eps; default eps/4 for PGD, 1.25*eps for FGSM")
+    steps: int | None = option(None, ge=1, metavar="K", help="PGD steps (default 20; FGSM takes one step)")
+    limit: int | None = option(None, ge=1, metavar="N", flag="--robust-limit",
+                               help="attack only the first N test examples (default: as many as the clean test)")
 
 
 def resolve_attack(cfg: AdversarialConfig | RobustEvalConfig, where: str):
-    """A copy with the step size filled in (FGSM: steps = 1), validated: what runs is what the config says."""
-    _check_choice(f"{where}.attack", cfg.attack, ATTACKS)
-    if not cfg.eps >= 0:
-        raise TicketsError(f"{where}.eps must be >= 0 (/255 pixel units for images), got {cfg.eps}")
-    if cfg.attack == "pgd" and cfg.steps < 1:
-        raise TicketsError(f"{where}.steps must be at least 1 for PGD, got {cfg.steps}")
+    """A copy with the step size and steps filled in (FGSM: one step), validated: what runs is what the config
+    says. TicketsError for a bad value or steps given for FGSM."""
+    validate(cfg, where)
+    if cfg.attack == "fgsm" and cfg.steps not in (None, 1):
+        flag = "--adv-steps" if isinstance(cfg, AdversarialConfig) else "--steps"
+        raise TicketsError(f"{where}.steps is {cfg.steps} but FGSM takes one step: drop {flag} (or use pgd)")
     alpha = default_alpha(cfg.attack, cfg.eps) if cfg.alpha is None else cfg.alpha
-    if not alpha >= 0:
-        raise TicketsError(f"{where}.alpha (step size) must be >= 0, got {alpha}")
-    out = dataclasses.replace(cfg, alpha=float(alpha), steps=1 if cfg.attack == "fgsm" else cfg.steps)
-    if isinstance(out, AdversarialConfig) and not 0.0 <= out.clean_fraction < 1.0:
-        raise TicketsError(f"{where}.clean_fraction must be in [0, 1), got {out.clean_fraction}")
-    if isinstance(out, RobustEvalConfig) and out.limit is not None and out.limit < 1:
-        raise TicketsError(f"{where}.limit must be a positive number of examples, got {out.limit}")
-    return out
+    steps = 1 if cfg.attack == "fgsm" else (cfg.steps or cfg.DEFAULT_STEPS)
+    return dataclasses.replace(cfg, alpha=float(alpha), steps=steps)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data and training
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    """How much of a task's data to use and how to feed it."""
+
+    train_size: int | None = option(None, ge=1, metavar="N",
+                                    help="seeded subset of N training examples, before carving validation (default: "
+                                         "all)")
+    val_fraction: float = option(0.1, gt=0, lt=1,
+                                 help="fraction of the (subset) training split carved off for model selection "
+                                      "(default 0.1; stratified by class for classification)")
+    val_size: int | None = option(None, ge=1, metavar="N",
+                                  help="exact validation size; overrides --val-fraction")
+    limit: int | None = option(None, ge=1, metavar="N",
+                               help="evaluate on the first N validation/test examples only")
+    augment: bool = option(True, help="random crop + flip (images, where the task allows flips)")
+    max_length: int | None = option(None, ge=2, metavar="N", help="text: max tokens per example (default: per task)")
 
 
 @dataclass
 class TrainConfig:
     """The masked fine-tuning loop's hyperparameters. ``None`` means "the model family's default"."""
 
-    epochs: int = 3
-    batch_size: int | None = None
-    optimizer: str | None = None  # sgd | adamw
-    lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float | None = None
-    lr_schedule: str | None = None  # constant | step | cosine | linear
-    warmup: float = 0.0  # fraction of all steps spent warming the learning rate up linearly
-    step_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of all steps (step)
-    step_gamma: float = 0.1
-    grad_clip: float | None = None
-    max_steps: int | None = None  # stop early after this many optimizer steps (quick runs)
-    select_best: bool = True  # keep the epoch with the best validation score
-    eval_batch_size: int = 256
-    adversarial: AdversarialConfig | None = None
+    epochs: int = option(3, ge=1, help="fine-tuning epochs per level (default 3)")
+    batch_size: int | None = option(None, ge=1, help="default 64 (CNN) / 32 (transformer)")
+    optimizer: str | None = option(None, choices=OPTIMIZERS, help="default sgd (CNN) / adamw (transformer)")
+    lr: float | None = option(None, gt=0, help="peak learning rate; default 0.05 (CNN) / 2e-5 (transformer)")
+    momentum: float = option(0.9, ge=0, lt=1, help="SGD momentum (default 0.9)")
+    weight_decay: float | None = option(None, ge=0, help="default 5e-4 (CNN) / 0 (transformer)")
+    lr_schedule: str | None = option(None, choices=LR_SCHEDULES, help="default cosine (CNN) / linear (transformer)")
+    warmup: float = option(0.0, ge=0, lt=1, help="fraction of steps with linear learning-rate warm-up (default 0)")
+    step_milestones: list[float] = option(factory=lambda: [0.5, 0.75], gt=0, lt=1, parse=_floats, cli=False,
+                                          help="step schedule: fractions of all steps where the lr drops")
+    step_gamma: float = option(0.1, gt=0, cli=False, help="step schedule: lr factor at each milestone")
+    grad_clip: float | None = option(None, gt=0, help="clip the gradient norm to this value (default: no clipping)")
+    max_steps: int | None = option(None, ge=1, help="stop each fine-tune after this many optimizer steps")
+    select_best: bool = option(True, cli=False, help="keep the epoch with the best validation score")
+    eval_batch_size: int = option(256, ge=1, cli=False, help="batch size for evaluation")
+    adversarial: AdversarialConfig | None = option(None, prefix="adv-", enable="--adv", enable_field="attack",
+                                                   help="adversarial training (every fine-tune of the run)")
 
 
 # Defaults per model family: SGD as in the CV papers, AdamW as in the BERT papers. CNN: the CVPR'21 fine-tuning
@@ -96,171 +163,298 @@ class TrainConfig:
 # 3-epoch fine-tune on 2,000 images left ResNet-20 → Fashion-MNIST at 47% test accuracy; at 0.05 / 64, 82%.
 FAMILY_DEFAULTS = {
     "cnn": dict(batch_size=64, optimizer="sgd", lr=0.05, weight_decay=5e-4, lr_schedule="cosine"),
-    "bert": dict(batch_size=32, optimizer="adamw", lr=2e-5, weight_decay=0.0, lr_schedule="linear"),
+    "transformer": dict(batch_size=32, optimizer="adamw", lr=2e-5, weight_decay=0.0, lr_schedule="linear"),
 }
+FAMILY_ALIASES = {"bert": "transformer"}
 
 
-def resolve_train(cfg: TrainConfig, family: str) -> TrainConfig:
-    """Fill ``None`` fields from the model family's defaults."""
-    defaults = FAMILY_DEFAULTS["bert" if family == "bert" else "cnn"]
-    filled = {k: (v if getattr(cfg, k) is None else getattr(cfg, k)) for k, v in defaults.items()}
+def training_defaults(family: str, recipe: dict | None = None) -> dict:
+    """The TrainConfig values a model gets for fields left unset: its family's defaults (``cnn`` or
+    ``transformer``), overridden by the recipe the model declares (``spec.info["recipe"]``), if any."""
+    family = FAMILY_ALIASES.get(family, family)
+    if family not in FAMILY_DEFAULTS:
+        raise TicketsError(f"unknown model family {family!r}: a model declares one of {', '.join(FAMILY_DEFAULTS)}")
+    return {**FAMILY_DEFAULTS[family], **(recipe or {})}
+
+
+def resolve_train(cfg: TrainConfig, family: str, recipe: dict | None = None) -> TrainConfig:
+    """``cfg`` with its unset (``None``) fields filled from ``training_defaults(family, recipe)``, validated.
+
+    A recipe may also set fields that have a plain default (e.g. ``warmup``): it applies when the field still
+    holds that default. TicketsError names the first bad value."""
+    defaults = training_defaults(family, recipe)
+    filled = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in defaults:
+            continue
+        value = getattr(cfg, f.name)
+        plain_default = f.default if f.default is not dataclasses.MISSING else None
+        if value is None or (f.name in (recipe or {}) and value == plain_default):
+            filled[f.name] = defaults[f.name]
     out = dataclasses.replace(cfg, **filled)
-    _check_choice("train.optimizer", out.optimizer, OPTIMIZERS)
-    _check_choice("train.lr_schedule", out.lr_schedule, LR_SCHEDULES)
-    if out.epochs < 1:
-        raise TicketsError(f"train.epochs must be at least 1, got {out.epochs}: pass --epochs N")
-    if not 0.0 <= out.warmup < 1.0:
-        raise TicketsError(f"train.warmup must be a fraction in [0, 1), got {out.warmup}")
+    validate(out, "train")
     if out.adversarial is not None:
         out = dataclasses.replace(out, adversarial=resolve_attack(out.adversarial, "train.adversarial"))
     return out
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# schedules and rewinding
+# ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class ScheduleConfig:
     """Sparsity levels: explicit ``sparsities``, or ``levels`` of a geometric / linear schedule at ``rate``."""
 
-    kind: str = "geometric"  # geometric | linear | explicit
-    rate: float = 0.2
-    levels: int = 6
-    sparsities: list[float] | None = None
+    kind: str = option("geometric", choices=SCHEDULE_KINDS, flag="--schedule",
+                       help="geometric: prune --rate of the remaining weights per level (CV papers, default); linear: "
+                            "--rate of the original per level (BERT paper); explicit: --sparsities")
+    rate: float | None = option(None, gt=0, lt=1,
+                                help="fraction pruned per level (default 0.2 geometric; 0.1 linear)")
+    levels: int = option(6, ge=1, le=1000, help="number of levels of the schedule (default 6)")
+    sparsities: list[float] | None = option(None, ge=0, lt=1, parse=_floats, metavar="S,S,...",
+                                            help="explicit sparsity levels, e.g. 0.2,0.5,0.8 (the schedule becomes "
+                                                 "explicit)")
+
+    def sparsities_list(self) -> list[float]:
+        """The sparsity of each level (after the dense level 0 of IMP), checked: TicketsError when a level is
+        outside [0, 1) or the levels do not increase."""
+        from tickets.pruning import Schedule
+
+        kind = "explicit" if self.sparsities and self.kind == "geometric" else self.kind
+        rate = self.rate if self.rate is not None else (0.1 if kind == "linear" else 0.2)
+        return Schedule(kind=kind, rate=rate, levels=self.levels,
+                        sparsities=tuple(self.sparsities or ())).sparsities_list()
+
+
+def resolve_schedule(cfg: ScheduleConfig) -> ScheduleConfig:
+    """Fill the rate (0.1 for linear, else 0.2) and make listed sparsities explicit; checks the levels."""
+    kind = "explicit" if cfg.sparsities and cfg.kind == "geometric" else cfg.kind
+    if cfg.sparsities and kind != "explicit":
+        raise TicketsError(f"schedule has sparsities {cfg.sparsities} and kind {kind!r}: give either sparsities "
+                           "(explicit levels) or a geometric / linear kind with rate and levels")
+    rate = cfg.rate if cfg.rate is not None else (0.1 if kind == "linear" else 0.2)
+    out = dataclasses.replace(cfg, kind=kind, rate=rate)
+    out.sparsities_list()  # validates
+    return out
+
+
+@dataclass(frozen=True)
+class RewindPoint:
+    """Where IMP's survivors go back to after each pruning: θ0 (``theta0``), the weights after step K of the
+    dense fine-tune (``step:K``, Frankle et al. 2020 / Renda et al. 2020), or a random re-initialisation
+    (``reinit``, the random re-init baseline; the older spelling ``init`` is accepted)."""
+
+    kind: str  # "theta0" | "step" | "reinit"
+    step: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> "RewindPoint":
+        """``theta0`` | ``step:K`` (K ≥ 0; ``step:0`` is θ0) | ``reinit`` (``init``); TicketsError otherwise."""
+        text = str(text).strip()
+        if text in ("theta0", "step:0"):
+            return cls("theta0")
+        if text in ("reinit", "init"):
+            return cls("reinit")
+        m = re.fullmatch(r"step:(\d+)", text)
+        if m:
+            return cls("step", int(m.group(1)))
+        raise TicketsError(f"rewind must be theta0, step:K (K an integer step) or reinit, got {text!r}")
+
+    def __str__(self) -> str:
+        return f"step:{self.step}" if self.kind == "step" else self.kind
+
+
+def _check_rewind(value: str) -> str | None:
+    try:
+        RewindPoint.parse(value)
+    except TicketsError as exc:
+        return str(exc)
+    return None
+
+
+def _check_prunable(value: str) -> str | None:
+    from tickets.masks import PrunableSet
+
+    try:
+        PrunableSet.parse(value)
+    except TicketsError as exc:
+        return str(exc)
+    return None
+
+
+def _check_sinks(value: str) -> str | None:
+    from tickets.training.sinks import parse_sinks
+
+    try:
+        parse_sinks(value)
+    except TicketsError as exc:
+        return str(exc)
+    return None
+
+
+def _check_pattern(value: str) -> str | None:
+    from tickets.patterns import get_pattern
+
+    try:
+        get_pattern(value)
+    except TicketsError as exc:
+        return str(exc)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# verbs
+# ----------------------------------------------------------------------------------------------------------------
+_SEED_HELP = "seed for data subsets, head init, data order, random masks (default 0)"
 
 
 @dataclass
 class FindConfig:
-    """``tickets find``: draw tickets on a source task."""
+    """``tickets find``: draw tickets on a source task, level by level."""
 
-    model: str = ""
-    task: str = ""
-    method: str = "imp"
-    prunable: str | None = None  # preset or "preset,include=…,exclude=…"; None: the model's default preset
-    scope: str = "global"
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    rewind: str = "theta0"  # theta0 | step:K | init
-    head: str = "fresh"
-    seed: int = 0
-    train: TrainConfig = field(default_factory=TrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    robust_eval: RobustEvalConfig | None = None  # also report robust accuracy per level (not hashed when None)
+    model: str = option("", help="model name (see `tickets models`), or hf:<id-or-path>")
+    task: str = option("", help="task name (see `tickets tasks`), e.g. cifar10, digits-5-9, glue/sst2")
+    method: str = option("imp", choices=_methods,
+                         help="how each level's mask is drawn (see `tickets methods`; default imp)")
+    prunable: str | None = option(None, check=_check_prunable,
+                                  help="prunable set: preset cnn | cnn-all | all | bert, optionally with "
+                                       "',include=REGEX' / ',exclude=REGEX' (default: the model's preset)")
+    scope: str = option("global", choices=SCOPES, help="rank weights globally (default) or per tensor")
+    schedule: ScheduleConfig = option(factory=ScheduleConfig, help="the sparsity of each level")
+    rewind: str = option("theta0", check=_check_rewind,
+                         help="where IMP's survivors go back to: theta0 (default), step:K (weights, optimizer state "
+                              "and learning-rate schedule as at step K of the dense fine-tune), reinit")
+    head: str = option("fresh", choices=HEAD_POLICIES,
+                       help="task head: fresh (seeded new head, the same each level; default) or pretrained (keep "
+                            "the shipped head; only on the model's own label space)")
+    seed: int = option(0, ge=0, le=SEED_MAX, help=_SEED_HELP)
+    train: TrainConfig = option(factory=TrainConfig, help="fine-tuning")
+    data: DataConfig = option(factory=DataConfig, help="data")
+    robust_eval: RobustEvalConfig | None = option(None, since=2, enable="--robust-eval",
+                                                  help="also report robust accuracy after every level")
+    pattern: str = option("unstructured", since=2, check=_check_pattern,
+                          help="sparsity pattern (see `tickets patterns`): unstructured (default), channel, head, "
+                               "neuron, nm:N:M")
 
 
 @dataclass
 class TransferConfig:
     """``tickets transfer``: fine-tune θ0 under a ticket's mask (or dense) on a target task."""
 
-    model: str = ""
-    task: str = ""
-    ticket: str | None = None  # path; None: the dense baseline
-    init: str = "ticket"  # ticket (θ0 unless the ticket carries its own weights) | theta0 | reinit
-    reverse: bool = False  # use the ticket's complement (within each tensor's prunable set)
-    head: str = "fresh"
-    seed: int = 0
-    save_weights: bool = False
-    train: TrainConfig = field(default_factory=TrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    robust_eval: RobustEvalConfig | None = None  # also report robust accuracy (not hashed when None)
+    model: str = option("", help="model name (default: the one recorded in the ticket)")
+    task: str = option("", help="target task")
+    ticket: str | None = option(None, metavar="FILE",
+                                help="ticket file (ours, PyTorch-prune state dict, open_lth mask.pth); none: the "
+                                     "dense baseline")
+    init: str = option("ticket", choices=INITS,
+                       help="start weights: ticket (θ0 unless the ticket carries weights; default), theta0, reinit")
+    reverse: bool = option(False, help="use the complement of the ticket's mask")
+    head: str = option("fresh", choices=HEAD_POLICIES,
+                       help="task head: fresh (seeded new head; default) or pretrained (keep the shipped head)")
+    seed: int = option(0, ge=0, le=SEED_MAX, help=_SEED_HELP)
+    save_weights: bool = option(False, help="also write the fine-tuned model.safetensors")
+    train: TrainConfig = option(factory=TrainConfig, help="fine-tuning")
+    data: DataConfig = option(factory=DataConfig, help="data")
+    robust_eval: RobustEvalConfig | None = option(None, since=2, enable="--robust-eval",
+                                                  help="also report robust accuracy")
+    force: bool = option(False, since=2, hashed=False,
+                         help="use a ticket drawn for another model when its tensors fit (sparsity is then reported "
+                              "over the tensors actually masked)")
 
 
-def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise TicketsError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+@dataclass
+class EvalConfig:
+    """``tickets eval``: score a shipped or fine-tuned model, optionally under a ticket and an attack."""
+
+    model: str = option("", help="model name")
+    task: str = option("", help="task name")
+    split: str = option("test", choices=SPLITS, help="split to score (default test)")
+    ticket: str | None = option(None, metavar="FILE", help="apply this ticket's mask first")
+    weights: str | None = option(None, metavar="FILE",
+                                 help="fine-tuned model.safetensors (from transfer --save-weights)")
+    seed: int = option(0, ge=0, le=SEED_MAX, help="seed for attack random starts and data subsets (default 0)")
+    batch_size: int = option(256, ge=1, help="evaluation batch size (default 256)")
+    data: DataConfig = option(factory=lambda: DataConfig(augment=False), help="data")
+    robust: RobustEvalConfig | None = option(None, enable="--attack", enable_field="attack",
+                                             help="robust accuracy (with --attack: clean SA and robust RA on the same "
+                                                  "examples, model in eval mode)")
+    json: bool = option(False, hashed=False, help="print metrics as JSON")
+
+
+@dataclass
+class RunOptions:
+    """Where and how a command runs; never part of a run's identity (not hashed)."""
+
+    out: str | None = option(None, metavar="DIR", help="where run directories go (default: runs)")
+    device: str = option("auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    data_root: str | None = option(None, metavar="DIR", help="data root (default: $TICKETS_DATA)")
+    model_root: str | None = option(None, metavar="DIR", help="pre-trained weights root (default: $TICKETS_MODELS)")
+    threads: int | None = option(None, ge=1, le=4096, metavar="N",
+                                 help="torch CPU threads (default: torch's choice; 1 is fastest for small models on a "
+                                      "busy machine)")
+    quiet: bool = option(False, help="no progress bars or progress lines (warnings and errors only)")
+    log_to: str | None = option(None, metavar="SINK,...", check=_check_sinks,
+                                help="also log every epoch to these sinks: tensorboard, mlflow (comma-separated)")
+
+
+def _check_attacks(cfg: Any) -> None:
+    """Resolve every attack block once so their errors appear before anything is loaded."""
+    train = getattr(cfg, "train", None)
+    if train is not None and train.adversarial is not None:
+        resolve_attack(train.adversarial, "train.adversarial")
+    for key in ("robust_eval", "robust"):
+        block = getattr(cfg, key, None)
+        if block is not None:
+            resolve_attack(block, key)
 
 
 def validate_find(cfg: FindConfig) -> None:
+    """Everything about a find config that can be checked without loading anything; TicketsError otherwise."""
     if not cfg.model or not cfg.task:
         raise TicketsError("find needs a model and a task: pass --model M --task T (or set them in --config)")
-    _check_choice("method", cfg.method, METHODS)
-    _check_choice("scope", cfg.scope, SCOPES)
-    _check_choice("head", cfg.head, HEAD_POLICIES)
-    _check_choice("schedule.kind", cfg.schedule.kind, ("geometric", "linear", "explicit"))
-    if not (cfg.rewind in ("theta0", "init") or (cfg.rewind.startswith("step:") and cfg.rewind[5:].isdigit())):
-        raise TicketsError(f"rewind must be theta0, init or step:K (K an integer step), got {cfg.rewind!r}")
+    validate(cfg, "")
+    resolve_schedule(cfg.schedule)
+    _check_attacks(cfg)
 
 
-def to_dict(obj: Any) -> Any:
-    """Dataclass → plain dict (recursively), the form written to config.yaml and hashed."""
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+def validate_transfer(cfg: TransferConfig) -> None:
+    """The transfer counterpart of ``validate_find``."""
+    if not cfg.task or not (cfg.model or cfg.ticket):
+        raise TicketsError("transfer needs a task and a model (or a ticket that records one): pass --model M "
+                           "--task T")
+    validate(cfg, "")
+    _check_attacks(cfg)
 
 
-def from_dict(cls: type, data: dict, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types with a clear message."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise TicketsError(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            raise TicketsError(
-                f"unknown key {key!r} in {where}: valid keys are {', '.join(sorted(names))}"
-            )
-        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
-    return cls(**kwargs)
+def validate_eval(cfg: EvalConfig) -> None:
+    """The eval counterpart of ``validate_find``."""
+    if not cfg.model or not cfg.task:
+        raise TicketsError("eval needs a model and a task: pass --model M --task T (or set them in --config)")
+    validate(cfg, "")
+    _check_attacks(cfg)
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    """Check ``value`` against a type hint, converting ints to floats and nested dicts to dataclasses."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, where)
-            except TicketsError as exc:
-                errors.append(str(exc))
-        raise TicketsError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise TicketsError(f"{where} must be a list, got {value!r}")
-        return [_coerce(args[0], v, where) for v in value] if args else list(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TicketsError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TicketsError(f"{where} must be an integer, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise TicketsError(f"{where} must be true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise TicketsError(f"{where} must be a string, got {value!r}")
-        return value
-    return value
-
-
+# ----------------------------------------------------------------------------------------------------------------
+# files
+# ----------------------------------------------------------------------------------------------------------------
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping safely (``yaml.safe_load``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise TicketsError(f"config file {str(p)!r} not found: check the --config path")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise TicketsError(f"config file {p}{line} is not valid YAML: fix the syntax") from None
-    return data or {}
+    """A ``--config`` file as a mapping (safe, bounded, duplicate keys refused; see ``tickets.yamlio``)."""
+    doc = read_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise TicketsError(f"config file {path} must be a mapping of option names to values, got "
+                           f"{type(doc.data).__name__}: write `key: value` lines")
+    return doc.data
 
 
-def merge(base: dict, overrides: dict) -> dict:
-    """Nested dict merge; ``overrides`` wins. Used for YAML file + CLI flags."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+def load_config(cls: type, data: dict, where: str) -> tuple[Any, RunOptions]:
+    """Split a merged mapping (YAML + flags) into ``cls`` and the RunOptions, checking every key and value:
+    TicketsError naming an unknown key (with the valid ones) or a bad value."""
+    run_keys = {f.name for f in dataclasses.fields(RunOptions)}
+    cls_keys = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in run_keys | cls_keys:
+            raise TicketsError(f"unknown key {key!r}{' in ' + where if where else ''}: valid keys are "
+                               f"{', '.join(sorted(run_keys | cls_keys))}")
+    run = {k: v for k, v in data.items() if k in run_keys}
+    rest = {k: v for k, v in data.items() if k not in run_keys}
+    return from_dict(cls, rest, where), from_dict(RunOptions, run, where)

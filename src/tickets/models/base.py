@@ -22,6 +22,7 @@ class ModelSpec:
     module: nn.Module
     head: list[str]
     prunable_preset: str  # default PrunableSet preset: "cnn", "cnn-all", "all", "bert"
+    family: str = "cnn"  # "cnn" | "transformer": picks the training defaults (tickets.config.training_defaults)
     pretrained_task: str | None = None  # task whose label space the shipped head predicts (e.g. "cifar10")
     num_outputs: int | None = None  # outputs of the shipped head
     input_size: int | None = None  # image side the model expects (None: any / text)
@@ -84,11 +85,13 @@ def from_module(
     head: str | list[str],
     name: str = "custom",
     prunable_preset: str = "all",
+    family: str = "cnn",
     input_size: int | None = None,
     in_channels: int | None = None,
     pretrained_task: str | None = None,
 ) -> ModelSpec:
-    """Wrap any nn.Module for the Python API. ``head`` names its classifier submodule(s)."""
+    """Wrap any nn.Module for the Python API. ``head`` names its classifier submodule(s); ``family`` (``cnn`` or
+    ``transformer``) picks the training defaults (SGD for CNNs, AdamW for transformers)."""
     heads = [head] if isinstance(head, str) else list(head)
     out = getattr(get_submodule(module, heads[0]), "out_features", None)
     return ModelSpec(
@@ -96,6 +99,7 @@ def from_module(
         module=module,
         head=heads,
         prunable_preset=prunable_preset,
+        family=family,
         pretrained_task=pretrained_task,
         num_outputs=out,
         input_size=input_size,

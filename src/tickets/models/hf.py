@@ -371,6 +371,7 @@ def hf_spec(
         module=model,
         head=model.head_names,
         prunable_preset="bert",
+        family="transformer",
         pretrained_task=None,
         num_outputs=num_labels if shipped else None,
         tokenizer=tokenizer,

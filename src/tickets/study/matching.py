@@ -26,10 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-
-def higher_is_better(metric: str) -> bool:
-    """Metrics are higher-is-better unless named ``*loss`` or ``perplexity`` (the Task metric convention)."""
-    return not (metric.endswith("loss") or metric == "perplexity")
+from tickets.tasks.base import higher_is_better  # noqa: F401  (the metric direction, re-exported)
 
 
 @dataclass

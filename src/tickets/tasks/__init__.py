@@ -1,7 +1,17 @@
 """Task registry: ``load_task(name, model=spec)`` → Task.
 
-Image tasks (``tickets.tasks.images``): cifar10, cifar100, mnist, fashion-mnist, digits, digits-0-4, digits-5-9.
-Text tasks ``glue/<task>`` and ``mlm/<corpus>`` are built by ``tickets.tasks.text`` (imported only when asked).
+Every task (or family of tasks) is one registry entry: a factory ``(name, *, model, data_root, data, seed) ->
+Task`` plus its ``modality`` (``image`` or ``text``) and, for families, a ``canonical`` function that checks a name
+and spells it the way the loaded task reports it (``glue/SST-2`` → ``glue/sst2``) without loading data. Add one
+with one file and one line::
+
+    TASKS.register("my-task", "my_package.my_task:load", modality="image", help="what it is")
+
+For a dataset already in memory no file is needed: ``Task.from_tensors`` (images) builds a Task directly.
+
+Built-in: ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``, ``digits``, ``digits-0-4``, ``digits-5-9``
+(``tickets.tasks.images``); ``glue/<task>`` (``tickets.tasks.glue``) and ``mlm/<corpus>`` (``tickets.tasks.mlm``),
+imported only when used.
 """
 
 from __future__ import annotations
@@ -9,18 +19,50 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tickets.errors import TicketsError
+from tickets.registry import Registry
 from tickets.tasks.base import Batch, DataConfig, Metric, Split, Task
-from tickets.tasks.images import IMAGE_TASKS
 
-__all__ = ["Batch", "DataConfig", "Metric", "Split", "Task", "load_task", "task_names"]
+__all__ = ["TASKS", "Batch", "DataConfig", "Metric", "Split", "Task", "load_task", "task_names", "canonical_task",
+           "task_modality"]
 
-TEXT_PREFIXES = ("glue/", "mlm/")
+TASKS: Registry = Registry("task", listing="tickets tasks")
+
+_IMAGES = "tickets.tasks.images:load_image_task"
+TASKS.register("cifar10", _IMAGES, modality="image", help="CIFAR-10 (10 classes, 32×32 colour)")
+TASKS.register("cifar100", _IMAGES, modality="image", help="CIFAR-100 (100 fine classes, 32×32 colour)")
+TASKS.register("mnist", _IMAGES, modality="image", help="MNIST handwritten digits (28×28 grey)")
+TASKS.register("fashion-mnist", _IMAGES, modality="image", help="Fashion-MNIST (10 clothing classes, 28×28 grey)")
+TASKS.register("digits", _IMAGES, modality="image", help="scikit-learn 8×8 digits, no download (10 classes)")
+TASKS.register("digits-0-4", _IMAGES, modality="image", help="scikit-learn digits 0–4 (the demo's pre-training)")
+TASKS.register("digits-5-9", _IMAGES, modality="image", help="scikit-learn digits 5–9, labels 0–4 (the demo)")
+TASKS.register_family("glue/", "tickets.tasks.glue:load_glue_task", display="glue/<task>", modality="text",
+                      canonical="tickets.tasks.glue:canonical_name", install="pip install 'pretrained-tickets[text]'",
+                      help="GLUE: sst2, cola, mrpc, qqp, rte, stsb, wnli (dev set reported)")
+TASKS.register_family("mlm/", "tickets.tasks.mlm:load_mlm_task", display="mlm/<corpus>", modality="text",
+                      canonical="tickets.tasks.mlm:canonical_name", install="pip install 'pretrained-tickets[text]'",
+                      help="masked-language modelling: wikitext-2, gutenberg, tinyshakespeare or a text file path")
 
 
 def task_names() -> list[str]:
     """Every task name ``load_task`` accepts (``glue/<task>`` and ``mlm/<corpus>`` stand for the text families)."""
-    return [*IMAGE_TASKS, "glue/<task>", "mlm/<corpus>"]
+    return TASKS.names()
+
+
+def task_modality(name: str) -> str:
+    """``image`` or ``text``, from the registry without loading anything."""
+    return TASKS.meta(name).get("modality", "image")
+
+
+def canonical_task(name: str) -> str:
+    """The name a loaded task reports (``glue/SST-2`` → ``glue/sst2``), checked without loading data:
+    TicketsError for an unknown task, GLUE task or MLM corpus."""
+    import importlib
+
+    canonical = TASKS.meta(name).get("canonical")  # TicketsError for an unknown name
+    if canonical is None:
+        return name
+    module, _, attr = canonical.partition(":")
+    return getattr(importlib.import_module(module), attr)(name)
 
 
 def load_task(
@@ -33,13 +75,5 @@ def load_task(
 ) -> Task:
     """Build task ``name`` for ``model`` (a ModelSpec: image inputs are resized / channel-matched to it, text is
     tokenised with its tokenizer). Data comes from ``data_root`` / ``--data-root`` / ``TICKETS_DATA``; ``seed``
-    picks the ``train_size`` subset and the validation carve-out."""
-    if name.startswith(TEXT_PREFIXES):
-        from tickets.tasks.text import load_text_task
-
-        return load_text_task(name, model=model, data_root=data_root, data=data, seed=seed)
-    if name in IMAGE_TASKS:
-        from tickets.tasks.images import load_image_task
-
-        return load_image_task(name, model=model, data_root=data_root, data=data, seed=seed)
-    raise TicketsError(f"unknown task {name!r}: choose one of {', '.join(task_names())}")
+    picks the ``train_size`` subset and the validation carve. TicketsError for an unknown name or missing data."""
+    return TASKS.get(name)(name, model=model, data_root=data_root, data=data, seed=seed)

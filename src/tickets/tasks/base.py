@@ -15,7 +15,17 @@ from typing import Any, Callable, Iterator, Protocol
 import torch
 from torch import nn
 
+from tickets.config import DataConfig
+
+__all__ = ["Batch", "DataConfig", "Metric", "Split", "Task", "higher_is_better"]
+
 Batch = dict[str, torch.Tensor]
+
+
+def higher_is_better(metric: str) -> bool:
+    """Metrics improve upwards unless named ``*loss`` or ``perplexity`` (the Task metric convention); model
+    selection and the matching criteria follow this direction."""
+    return not (metric.endswith("loss") or metric == "perplexity")
 
 
 class Split(Protocol):
@@ -85,15 +95,3 @@ class Task:
 
             raise TicketsError(f"unknown split {name!r}: choose one of train, val, test")
         return getattr(self, name)
-
-
-@dataclass
-class DataConfig:
-    """How much of a task's data to use and how to feed it."""
-
-    train_size: int | None = None  # seeded subset of the training split (before carving val); None = all
-    val_fraction: float = 0.1  # fraction of the (subset) training split carved off for model selection
-    val_size: int | None = None  # exact validation size; overrides val_fraction when set
-    limit: int | None = None  # first N examples of val and test (fixed order), for quick evaluation
-    augment: bool = True  # random crop + flip (images, where the task allows flips)
-    max_length: int | None = None  # text: max tokens per example (None: the task's default)

@@ -102,6 +102,11 @@ def glue_key(name: str) -> str:
     return key
 
 
+def canonical_name(name: str) -> str:
+    """``glue/SST-2`` → ``glue/sst2`` (the name the loaded task reports); TicketsError for an unknown GLUE task."""
+    return f"glue/{glue_key(name)}"
+
+
 # --- parsing ---------------------------------------------------------------------------------------------------
 @dataclass
 class Examples:

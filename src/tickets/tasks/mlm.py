@@ -73,6 +73,16 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def canonical_name(name: str) -> str:
+    """The task name as the loaded task reports it (``mlm/<corpus>``), checked without reading the corpus:
+    TicketsError unless it names a known corpus or an existing file / folder."""
+    ref = name.split("/", 1)[1] if name.startswith("mlm/") else name
+    if not ref or (ref not in MLM_CORPORA and not Path(ref).expanduser().exists()):
+        raise TicketsError(f"unknown MLM corpus {name!r}: choose one of {', '.join('mlm/' + c for c in MLM_CORPORA)} "
+                           "or mlm/<path-to-text-file>")
+    return f"mlm/{ref}"
+
+
 def resolve_corpus(name: str, data_root: str | os.PathLike | None) -> tuple[str, Path, Path | None]:
     """(corpus label, train file, test file or None for a contiguous tail split)."""
     from tickets.paths import data_root as resolve_root

@@ -1,6 +1,7 @@
 """Text tasks: the entry point (``load_text_task``), the tokenise-once cache, and length-bucketed batching.
 
-Names: ``glue/<task>`` (see ``tasks/glue.py``) and ``mlm/<corpus-or-path>`` (see ``tasks/mlm.py``).
+Shared by ``glue/<task>`` (``tasks/glue.py``) and ``mlm/<corpus-or-path>`` (``tasks/mlm.py``), which register
+themselves as task families in ``tasks/__init__.py``.
 
 **Cache.** Tokenised arrays are written once and reused: ``$TICKETS_CACHE/text/`` (default
 ``$XDG_CACHE_HOME/tickets/text`` or ``~/.cache/tickets/text``; never beside the data, which may be read-only). One
@@ -304,42 +305,3 @@ def require_tokenizer(model: Any, name: str) -> Any:
             f"task {name!r} needs a text model with a tokenizer: use --model minilm-l6 or hf:<id-or-path>"
         )
     return tok
-
-
-# --- entry point -----------------------------------------------------------------------------------------------
-def task_names() -> list[str]:
-    from tickets.tasks.glue import GLUE_TASKS
-    from tickets.tasks.mlm import MLM_CORPORA
-
-    return [f"glue/{t}" for t in GLUE_TASKS] + [f"mlm/{c}" for c in MLM_CORPORA]
-
-
-def load_text_task(
-    name: str,
-    *,
-    model: Any,
-    data_root: str | os.PathLike | None = None,
-    data: DataConfig = DataConfig(),
-    seed: int = 0,
-    dynamic_padding: bool | None = None,
-) -> Task:
-    """``glue/<task>`` or ``mlm/<corpus-or-path>`` for a text ``model`` (a ModelSpec with a tokenizer).
-
-    ``seed`` picks the ``train_size`` subset and the validation carve. ``dynamic_padding`` (default: on, or
-    ``data.dynamic_padding`` when that attribute exists) is recorded in ``task.info``.
-    """
-    if name.startswith("glue/"):
-        from tickets.tasks.glue import load_glue_task
-
-        return load_glue_task(
-            name, model=model, data_root=data_root, data=data, seed=seed, dynamic_padding=dynamic_padding
-        )
-    if name.startswith("mlm/"):
-        from tickets.tasks.mlm import load_mlm_task
-
-        return load_mlm_task(
-            name, model=model, data_root=data_root, data=data, seed=seed, dynamic_padding=dynamic_padding
-        )
-    raise TicketsError(
-        f"unknown text task {name!r}: choose one of {', '.join(task_names())} or mlm/<path-to-text-file>"
-    )

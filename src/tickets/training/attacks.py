@@ -53,7 +53,8 @@ Perturbation = Callable[[nn.Module, Batch], Batch]
 
 def check_attack(attack: str, eps: float, alpha: float | None, steps: int, where: str = "attack") -> float:
     """Validate an attack's settings (TicketsError naming the bad one); return the step size actually used."""
-    return resolve_attack(RobustEvalConfig(attack=attack, eps=eps, alpha=alpha, steps=steps), where).alpha
+    steps_given = None if attack == "fgsm" else steps  # the functional API ignores steps for FGSM (one step)
+    return resolve_attack(RobustEvalConfig(attack=attack, eps=eps, alpha=alpha, steps=steps_given), where).alpha
 
 
 def _input_embeddings(model: nn.Module) -> nn.Module:

@@ -1,18 +1,22 @@
-"""The one masked fine-tuning loop, for every model and task.
+"""The one masked fine-tuning loop, for every model and task: ``fine_tune(model, task, cfg, callbacks=[...])``.
 
-Pruned weights stay exactly zero: gradients are masked before each optimizer step and the mask is re-applied
-after it (weight decay and momentum cannot revive a weight). Randomness is drawn from generators seeded by
-(seed, epoch), so a run resumed from an epoch checkpoint is bit-identical on CPU to one that never stopped.
+The loop itself only batches, steps and selects; everything else is a callback (``training/callbacks.py``): mask
+enforcement (pruned weights stay exactly zero), adversarial examples, rewind capture, logging sinks and epoch
+checkpoints. Randomness is drawn from generators seeded by (seed, epoch), so a run resumed from an epoch
+checkpoint is bit-identical on CPU to one that never stopped, and a level started at step K (IMP rewinding) sees
+the same data order as the dense run did from step K on.
+
+Model selection keeps the epoch with the best *validation* score in the direction the primary metric improves
+(accuracy: highest; a loss: lowest).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -22,10 +26,9 @@ from tickets.config import TrainConfig, resolve_train
 from tickets.errors import TicketsError
 from tickets.masks import Mask
 from tickets.runtime import resolve_device
-from tickets.tasks.base import Task
+from tickets.tasks.base import Task, higher_is_better
+from tickets.training.callbacks import AdversarialCallback, Callback, LoopState, MaskCallback
 from tickets.training.evaluate import _batch_size, _to, evaluate
-
-LogFn = Callable[..., None]
 
 
 def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
@@ -87,27 +90,34 @@ def fine_tune(
     device: torch.device | str = "auto",
     seed: int = 0,
     limit: int | None = None,
-    log: LogFn | None = None,
-    save_checkpoint: Callable[[dict], None] | None = None,
+    callbacks: Iterable[Callback] = (),
     resume: dict | None = None,
-    on_step: Callable[[int, nn.Module], None] | None = None,
+    start_step: int = 0,
     progress: bool = True,
     desc: str = "train",
     family: str = "cnn",
+    recipe: dict | None = None,
 ) -> TrainResult:
-    """Fine-tune ``model`` in place on ``task.train`` under ``mask``; select on ``task.val``.
+    """Fine-tune ``model`` in place on ``task.train`` (under ``mask`` if given); select on ``task.val``.
 
-    ``save_checkpoint(state)`` is called after every epoch with everything needed to continue; pass that state
-    back as ``resume`` to pick up where it stopped. ``on_step(step, model)`` runs after each optimizer step
-    (used to capture a rewind point). On return the model holds the selected epoch's weights. Unset fields of
-    ``cfg`` take the defaults of ``family`` ("cnn" or "bert").
+    ``cfg`` fields left ``None`` take the defaults of ``family`` (``cnn`` or ``transformer``) and the model's
+    ``recipe`` (``config.resolve_train``). ``callbacks`` run in order after the built-in ones (mask, adversarial).
+    ``resume``: a checkpoint saved by ``CheckpointCallback`` — training continues after its epoch, exactly.
+    ``start_step`` K > 0: start at optimizer step K of the schedule (IMP rewinding, as open_lth does): the
+    learning-rate schedule and the data order continue from step K for the remaining T − K steps, with a fresh
+    optimizer state (momentum / Adam moments start from zero at K). On return the model holds the selected
+    epoch's weights. TicketsError when the task has no training examples, K is not before the last step, or the
+    loss stops being finite (the message names the cause: non-finite weights, inputs or labels, or the lr).
     """
-    cfg = resolve_train(cfg, family)
+    cfg = resolve_train(cfg, family, recipe)
     device = resolve_device(device)
     model.to(device)
-    mask = mask.to(device) if mask is not None else None
+    builtin: list[Callback] = []
     if mask is not None:
-        mask.apply_(model)
+        builtin.append(MaskCallback(mask))
+    if cfg.adversarial is not None:
+        builtin.append(AdversarialCallback(cfg.adversarial, task))
+    cbs = builtin + list(callbacks)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(task.train) / cfg.batch_size)
     if steps_per_epoch == 0:
@@ -115,121 +125,121 @@ def fine_tune(
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
-    perturb = _adversary(cfg, task)
-
-    start_epoch, step, history = 0, 0, []
-    best_score, best_epoch, best_state, best_val = -math.inf, -1, None, {}
+    if not 0 <= start_step < total_steps:
+        raise TicketsError(f"training would start at step {start_step} but has only {total_steps} steps "
+                           f"({steps_per_epoch} per epoch): choose a rewind step K below {total_steps} or train longer")
+    state = LoopState(model=model, optimizer=optimizer, task=task, cfg=cfg, device=device, seed=seed,
+                      total_steps=total_steps, steps_per_epoch=steps_per_epoch, step=start_step,
+                      epoch=start_step // steps_per_epoch, desc=desc)
+    higher = higher_is_better(task.primary_metric)
+    best_val: dict = {}
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
-        start_epoch, step, history = resume["epoch"] + 1, resume["step"], list(resume["history"])
-        best_score, best_epoch, best_val = resume["best_score"], resume["best_epoch"], resume["best_val"]
-        best_state = resume.get("best_state")
-        if log:
-            log("resume", epoch=start_epoch, step=step)
+        state.epoch, state.step = resume["epoch"] + 1, resume["step"]
+        state.history = list(resume["history"])
+        state.best_score, state.best_epoch = resume["best_score"], resume["best_epoch"]
+        if state.best_epoch >= 0:
+            best_val = state.history[[h["epoch"] for h in state.history].index(state.best_epoch)]["val"]
+            saved_best = resume["model"] if resume.get("best_state") is None else resume["best_state"]
+            state.best_state = {k: v.clone() for k, v in saved_best.items()}
+        saved = resume.get("callbacks") or {}
+        for cb in cbs:
+            if cb.state_key in saved:
+                cb.load_state_dict(saved[cb.state_key])
+    for cb in cbs:
+        cb.on_train_begin(state)
+    if resume is not None:
+        for cb in cbs:
+            cb.on_resume(state)
 
     started = time.perf_counter()
     seen = 0
-    bars = progress and sys.stderr.isatty()  # live bars on a terminal; one line per epoch in logs and CI
-    for epoch in range(start_epoch, cfg.epochs):
-        if step >= total_steps:
+    bars = progress and sys.stderr.isatty()  # live bars on a terminal only
+    for epoch in range(state.epoch, cfg.epochs):
+        if state.step >= total_steps:
             break
+        state.epoch = epoch
         model.train()
         gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         torch.manual_seed(epoch_seed(seed, epoch) + 1)  # dropout, attack random starts
+        for cb in cbs:
+            cb.on_epoch_begin(state)
+        skip = state.step - epoch * steps_per_epoch  # batches of this epoch before the start step (rewinding)
         t0, n_epoch, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(
-            total=min(steps_per_epoch, total_steps - step),
-            desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
-            unit="step",
-            disable=not bars,
-            leave=False,
-            file=sys.stderr,
-        )
-        for batch in task.train.batches(cfg.batch_size, shuffle=True, generator=gen, augment=True):
-            if step >= total_steps:
+        bar = tqdm(total=min(steps_per_epoch - skip, total_steps - state.step), desc=f"{desc} epoch {epoch + 1}/"
+                   f"{cfg.epochs}", unit="step", disable=not bars, leave=False, file=sys.stderr)
+        for i, batch in enumerate(task.train.batches(cfg.batch_size, shuffle=True, generator=gen, augment=True)):
+            if i < skip:
+                continue
+            if state.step >= total_steps:
                 break
             batch = _to(batch, device)
-            if perturb is not None:
-                batch = perturb(model, batch)
+            for cb in cbs:
+                batch = cb.on_batch(state, batch)
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(step, total_steps, cfg)
+                group["lr"] = cfg.lr * lr_factor(state.step, total_steps, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss = task.loss(task.forward(model, batch), batch)
             if not torch.isfinite(loss):
-                raise TicketsError(f"training loss became {loss.item()} at step {step}: lower --lr")
+                raise TicketsError(_nonfinite_loss(model, batch, loss, state.step, cfg))
             loss.backward()
-            if mask is not None:
-                mask.mask_grads_(model)
+            for cb in cbs:
+                cb.before_optimizer_step(state)
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            if mask is not None:
-                mask.apply_(model)
-            step += 1
+            state.step += 1
+            state.loss = loss.item()
+            for cb in cbs:
+                cb.after_optimizer_step(state)
             k = _batch_size(batch)
             n_epoch += k
-            loss_sum += loss.item() * k
+            loss_sum += state.loss * k
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if on_step is not None:
-                on_step(step, model)
+            bar.set_postfix(loss=f"{state.loss:.3f}")
         bar.close()
         train_seconds = time.perf_counter() - t0
         seen += n_epoch
         val = evaluate(model, task, "val", device=device, batch_size=cfg.eval_batch_size, limit=limit)
-        record = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": loss_sum / max(1, n_epoch),
-            "val": val,
-            "examples_per_second": n_epoch / max(train_seconds, 1e-9),
-            "lr": optimizer.param_groups[0]["lr"],
-        }
-        history.append(record)
-        if progress and not bars:
-            print(f"  {desc} epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f}, "
-                  f"val {task.primary_metric} {val[task.primary_metric]:.4f}, "
-                  f"{record['examples_per_second']:.0f} ex/s", file=sys.stderr, flush=True)
-        if log:
-            log("epoch", **record)
-        score = val[task.primary_metric]
-        if not cfg.select_best or score > best_score:
-            best_score, best_epoch, best_val = score, epoch, val
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        if save_checkpoint is not None:
-            save_checkpoint(
-                {
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch,
-                    "step": step,
-                    "history": history,
-                    "best_score": best_score,
-                    "best_epoch": best_epoch,
-                    "best_val": best_val,
-                    "best_state": best_state,
-                }
-            )
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    if mask is not None:
-        mask.apply_(model)
+        for cb in cbs:
+            cb.on_evaluate(state, "val", val)
+        record = {"epoch": epoch, "step": state.step, "train_loss": loss_sum / max(1, n_epoch), "val": val,
+                  "examples_per_second": n_epoch / max(train_seconds, 1e-9), "lr": optimizer.param_groups[0]["lr"]}
+        state.history.append(record)
+        score = val.get(task.primary_metric)
+        if score is None or (isinstance(score, float) and math.isnan(score)):
+            raise TicketsError(f"validation {task.primary_metric} of {task.name!r} is {score} after epoch "
+                               f"{epoch + 1}: the validation split is empty or degenerate; raise --train-size or "
+                               "--val-fraction")
+        if not cfg.select_best or state.best_score is None or (score > state.best_score if higher
+                                                               else score < state.best_score):
+            state.best_score, state.best_epoch, best_val = score, epoch, val
+            state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        for cb in cbs:
+            cb.on_epoch_end(state, record)
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    for cb in cbs:
+        cb.on_train_end(state)
     seconds = time.perf_counter() - started
-    return TrainResult(
-        val=best_val,
-        best_epoch=best_epoch,
-        steps=step,
-        history=history,
-        seconds=seconds,
-        examples_per_second=seen / max(seconds, 1e-9),
-    )
+    return TrainResult(val=best_val, best_epoch=state.best_epoch, steps=state.step, history=state.history,
+                       seconds=seconds, examples_per_second=seen / max(seconds, 1e-9))
 
 
-def _adversary(cfg: TrainConfig, task: Task):
-    """The batch perturbation for adversarial training, or None for standard training."""
-    if cfg.adversarial is None:
-        return None
-    from tickets.training.attacks import training_perturbation  # lazy: only adversarial runs need it
-
-    return training_perturbation(cfg.adversarial, task)
+def _nonfinite_loss(model: nn.Module, batch: dict, loss: torch.Tensor, step: int, cfg: TrainConfig) -> str:
+    """Why the loss is NaN/Inf, with the fix that matches the cause."""
+    bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        when = "from the start (the loaded weights or checkpoint hold NaN/Inf)" if step == 0 else f"by step {step}"
+        fix = ("replace the weights / delete the checkpoint" if step == 0
+               else f"training diverged: lower --lr (now {cfg.lr:g}) or set --grad-clip")
+        return f"weight {bad!r} is not finite {when}: {fix}"
+    for key, value in batch.items():
+        if torch.is_floating_point(value) and not torch.isfinite(value).all():
+            return f"the training inputs ({key!r}) hold NaN/Inf values at step {step}: clean the data"
+    labels = batch.get("labels", batch.get("y"))
+    if labels is not None and torch.is_floating_point(labels) and not torch.isfinite(labels).all():
+        return f"the training labels hold NaN/Inf values at step {step}: clean the data"
+    return (f"training loss became {loss.item()} at step {step} with finite weights and inputs: the learning rate "
+            f"is too high for this model (now {cfg.lr:g}); lower --lr or set --grad-clip")

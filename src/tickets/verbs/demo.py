@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,10 @@ from tickets.study.report import markdown_table, plot_sparsity_curves
 from tickets.runs import atomic_write, atomic_write_text
 from tickets.tasks.base import DataConfig
 from tickets.training.loop import fine_tune
+from tickets.log import get_logger
 from tickets.runtime import resolve_device
+
+logger = get_logger(__name__)
 
 PRETRAIN = TrainConfig(epochs=20, batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=1e-4, lr_schedule="cosine")
 FINETUNE = TrainConfig(epochs=10, batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=1e-4, lr_schedule="cosine")
@@ -39,8 +41,7 @@ def pretrained_model(out: Path, seed: int, device, progress: bool):
     if path.exists():
         spec.module.load_state_dict(load_file(str(path)))
     else:
-        if progress:
-            print("pre-training small-cnn on digits 0-4 ...", file=sys.stderr)
+        logger.info("pre-training small-cnn on digits 0-4 ...")
         fine_tune(spec.module, prepared.task, PRETRAIN, device=device, seed=seed, progress=progress,
                   desc="pre-train")
         state = {k: v.detach().cpu().contiguous() for k, v in spec.module.state_dict().items()}

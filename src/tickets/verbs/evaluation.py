@@ -6,10 +6,9 @@ from pathlib import Path
 
 import torch
 
-from tickets.config import RobustEvalConfig, resolve_attack
+from tickets.config import EvalConfig, resolve_attack, validate_eval
 from tickets.errors import TicketsError
 from tickets.verbs.prepare import prepare
-from tickets.tasks.base import DataConfig
 from tickets.ticket import load_ticket
 from tickets.training.evaluate import evaluate
 from tickets.runtime import resolve_device
@@ -31,70 +30,65 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def evaluate_model(
-    model: str,
-    task: str,
+    cfg: EvalConfig,
     *,
-    split: str = "test",
-    ticket: str | Path | None = None,
-    weights: str | Path | None = None,
-    data: DataConfig | None = None,
-    seed: int = 0,
     device: str = "auto",
     data_root: str | Path | None = None,
     model_root: str | Path | None = None,
-    batch_size: int = 256,
     progress: bool = False,
-    robust: RobustEvalConfig | None = None,
 ) -> dict:
-    """Metrics of ``model`` on ``task``/``split``; with ``robust``, also ``metrics["robust"]`` (SA and RA under
-    that attack, see ``attacks.robust_evaluate``; random starts seeded by ``seed``).
+    """Metrics of ``cfg.model`` on ``cfg.task`` / ``cfg.split`` (the task's metrics plus ``examples``); with
+    ``cfg.robust``, also ``metrics["robust"]`` (SA and RA under that attack, see
+    ``training.attacks.robust_evaluate``; random starts seeded by ``cfg.seed``). ``cfg.data.limit`` scores the
+    first N examples only.
 
-    Without ``weights`` the shipped head is used, which only makes sense on the model's own label space;
+    Without ``cfg.weights`` the shipped head is used, which only makes sense on the model's own label space;
     with ``weights`` (a fine-tuned model.safetensors) a head of the task's size is built and loaded.
-    """
-    data = data or DataConfig(augment=False)
+    TicketsError for a missing model/task, a head that does not fit, or weights / ticket for another model."""
+    validate_eval(cfg)
+    data = cfg.data
     dev = resolve_device(device)  # a bad --device is reported before any loading
-    head = "fresh" if weights else "pretrained"
+    head = "fresh" if cfg.weights else "pretrained"
     from tickets.models import load_model
 
-    spec = load_model(model, model_root=model_root)  # loaded once, checked here, then fitted by prepare
-    if not weights and spec.pretrained_task != task:
+    spec = load_model(cfg.model, model_root=model_root)  # loaded once, checked here, then fitted by prepare
+    if not cfg.weights and spec.pretrained_task != cfg.task:
         shipped = spec.pretrained_task
         raise TicketsError(
-            f"{model}'s shipped head predicts {shipped or 'nothing (it has no trained head)'}, not {task}: "
-            f"pass --weights model.safetensors from `tickets transfer --task {task} --save-weights`"
+            f"{cfg.model}'s shipped head predicts {shipped or 'nothing (it has no trained head)'}, not {cfg.task}: "
+            f"pass --weights model.safetensors from `tickets transfer --task {cfg.task} --save-weights`"
         )
-    prepared = prepare(spec, task, model_id=model, head=head, seed=seed, data=data, data_root=data_root,
+    prepared = prepare(spec, cfg.task, model_id=cfg.model, head=head, seed=cfg.seed, data=data, data_root=data_root,
                        model_root=model_root)
-    if weights:
-        state = load_weights_file(weights)
+    if cfg.weights:
+        state = load_weights_file(cfg.weights)
         missing = set(prepared.model.state_dict()) - set(state)
         unexpected = set(state) - set(prepared.model.state_dict())
         if missing or unexpected:
             name = sorted(missing or unexpected)[0]
-            raise TicketsError(f"weights file {weights} does not fit {model} on {task} (e.g. {name!r}): "
+            raise TicketsError(f"weights file {cfg.weights} does not fit {cfg.model} on {cfg.task} (e.g. {name!r}): "
                                "evaluate with the model and task it was trained for")
         prepared.model.load_state_dict(state)
     mask = None
-    if ticket:
-        mask = load_ticket(ticket).mask
+    if cfg.ticket:
+        mask = load_ticket(cfg.ticket).mask
         mask.check(prepared.model)
-    metrics = evaluate(prepared.model, prepared.task, split, device=dev, batch_size=batch_size, limit=data.limit,
-                       mask=mask, progress=progress)
-    metrics["split"] = split
+    metrics = evaluate(prepared.model, prepared.task, cfg.split, device=dev, batch_size=cfg.batch_size,
+                       limit=data.limit, mask=mask, progress=progress)
+    metrics["split"] = cfg.split
     metrics["task"] = prepared.task.name
     metrics["model"] = prepared.model_id
     metrics["primary_metric"] = prepared.task.primary_metric
     if mask is not None:
         metrics["sparsity"] = mask.sparsity
-    if robust is not None:
+    if cfg.robust is not None:
         from tickets.training.attacks import robust_evaluate
 
-        r = resolve_attack(robust, "robust")
+        r = resolve_attack(cfg.robust, "robust")
         metrics["robust"] = robust_evaluate(
-            prepared.model, prepared.task, split, attack=r.attack, eps=r.eps, alpha=r.alpha, steps=r.steps,
-            device=dev, batch_size=batch_size, limit=r.limit if r.limit is not None else data.limit, mask=mask,
-            seed=seed, progress=progress)
+            prepared.model, prepared.task, cfg.split, attack=r.attack, eps=r.eps, alpha=r.alpha, steps=r.steps,
+            device=dev, batch_size=cfg.batch_size, limit=r.limit if r.limit is not None else data.limit, mask=mask,
+            seed=cfg.seed, progress=progress)
     return metrics
 
 

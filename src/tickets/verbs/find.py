@@ -1,36 +1,44 @@
-"""Drawing tickets from pre-trained weights: IMP, OMP, random pruning, reverse magnitude, random re-init.
+"""``tickets find``: draw tickets from pre-trained weights, level by level, with any registered method and pattern.
 
-IMP: level 0 fine-tunes the dense model; level i prunes the weights level i-1 ended with to the level's sparsity,
-rewinds the survivors to the rewind point (θ0 by default) and fine-tunes again. The other methods draw each
-level's mask without training (OMP: |θ0|; reverse: prune the largest |θ0| first; random: random positions;
-reinit: IMP's masks with randomly re-initialised weights) and fine-tune it once to score it.
+The method (``tickets.methods``: imp, omp, random, reverse, reinit, …) draws each level's mask; the pattern
+(``tickets.patterns``: unstructured, …) decides the shape of what is pruned. IMP's level 0 fine-tunes the dense
+model; level i prunes the weights level i-1 ended with to the level's sparsity, rewinds the survivors to the
+rewind point (θ0, step K, or a random re-init) and fine-tunes again. One-shot methods draw every level without
+training and fine-tune it once to score it.
 
-The next level's ticket is written *before* a level is marked done, so a run killed anywhere resumes exactly.
+The next level's ticket is written *before* a level is marked done, so a run killed anywhere resumes exactly. A
+level whose artefacts do not verify (no ticket, unreadable metrics) is redone from its start with a warning,
+never trusted and never fatal; finished levels are never deleted.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import sys
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
 from tickets import __version__
-from tickets.config import FindConfig, resolve_attack, resolve_train, to_dict, validate_find
+from tickets.config import FindConfig, RewindPoint, resolve_attack, resolve_schedule, resolve_train, validate_find
 from tickets.errors import TicketsError
-from tickets.verbs.level import run_level
-from tickets.masks import Mask
+from tickets.fileio import atomic_write, read_json, write_json
+from tickets.hparams import hash_view
+from tickets.log import get_logger
+from tickets.masks import Mask, PrunableSet
+from tickets.methods import DrawContext, Method, MissingTicket, get_method
 from tickets.models.base import ModelSpec
-from tickets.verbs.prepare import Prepared, prepare, random_init_state
-from tickets.pruning import Schedule, magnitude_prune, random_prune, reverse_prune
-from tickets.runs import RunDir, read_json, write_json
+from tickets.patterns import get_pattern
+from tickets.runs import RunBusy, RunDir, RunLayout, run_lock
+from tickets.runtime import resolve_device
 from tickets.tasks.base import Task
 from tickets.ticket import Ticket, load_ticket, save_ticket
-from tickets.runtime import resolve_device
+from tickets.training.callbacks import Callback, RewindCapture
+from tickets.verbs.level import run_level
+from tickets.verbs.prepare import Prepared, prepare, random_init_state
 
-TICKET_FILE = "ticket.safetensors"
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -41,27 +49,25 @@ class FindResult:
     levels: list[dict]
 
     def ticket(self, level: int) -> Ticket:
-        return load_ticket(self.path / f"level-{level:02d}" / TICKET_FILE)
+        return load_ticket(RunLayout(self.path).ticket(level))
 
 
 def sparsity_levels(cfg: FindConfig) -> list[float]:
-    """The levels to draw: IMP starts with the dense level 0, the one-shot methods do not need it."""
-    s = cfg.schedule
-    levels = Schedule(kind=s.kind, rate=s.rate, levels=s.levels, sparsities=tuple(s.sparsities or ())).sparsities_list()
-    return [0.0] + levels if cfg.method == "imp" else levels
+    """The target sparsity of every level: IMP starts with the dense level 0, one-shot methods do not need it."""
+    return get_method(cfg.method).levels(resolve_schedule(cfg.schedule).sparsities_list())
 
 
-def resolved_config(cfg: FindConfig, prepared: Prepared) -> dict:
-    """The config as hashed and written to config.yaml: defaults filled, model identified by content."""
-    d = to_dict(cfg)
-    d["model"] = prepared.model_id
-    d["task"] = prepared.task.name
-    d["prunable"] = prepared.prunable.to_dict()
-    d["train"] = to_dict(resolve_train(cfg.train, prepared.family))
-    d["levels"] = sparsity_levels(cfg)
-    d.pop("robust_eval", None)  # absent when not asked for, so older runs keep their hash
+def resolved_config(cfg: FindConfig, *, model_id: str, task: str, prunable: PrunableSet, family: str,
+                    recipe: dict | None = None) -> dict:
+    """The config as hashed and written to config.yaml: defaults filled in, model identified by ``model_id``.
+
+    Needs no loaded model or data (``tickets run --dry-run`` calls it with registry facts)."""
+    d = hash_view(cfg)
+    d.update(model=model_id, task=task, prunable=prunable.to_dict(), rewind=str(RewindPoint.parse(cfg.rewind)),
+             schedule=hash_view(resolve_schedule(cfg.schedule)),
+             train=hash_view(resolve_train(cfg.train, family, recipe)), levels=sparsity_levels(cfg))
     if cfg.robust_eval is not None:
-        d["robust_eval"] = to_dict(resolve_attack(cfg.robust_eval, "robust_eval"))
+        d["robust_eval"] = hash_view(resolve_attack(cfg.robust_eval, "robust_eval"))
     return d
 
 
@@ -75,74 +81,136 @@ def find_tickets(
     progress: bool = True,
     model: ModelSpec | None = None,
     task: Task | None = None,
+    callbacks: Sequence[Callback] = (),
+    log_to: Sequence[str] = (),
 ) -> FindResult:
     """Draw tickets per ``cfg`` into ``out/find-<hash>/``, skipping levels that are already done.
 
     ``model`` / ``task`` let Python users pass any ModelSpec (e.g. ``tickets.models.from_module(net, head="fc")``)
-    or Task instead of registry names.
+    or Task instead of registry names. ``callbacks`` join every level's fine-tune; ``log_to`` names logging sinks (tensorboard, mlflow).
+    TicketsError for bad settings, missing data or weights, or a run another process is writing.
     """
     validate_find(cfg)
+    method = get_method(cfg.method)
+    rewind = RewindPoint.parse(cfg.rewind)
+    if rewind.kind == "step" and not method.dense_start:
+        raise TicketsError(f"rewind {cfg.rewind} needs an iterative method that trains a dense level 0 (imp), not "
+                           f"{cfg.method}: drop --rewind or use --method imp")
     device = resolve_device(device)
-    prepared = prepare(
-        model or cfg.model,
-        task or cfg.task,
-        head=cfg.head,
-        seed=cfg.seed,
-        prunable=cfg.prunable,
-        data=cfg.data,
-        data_root=data_root,
-        model_root=model_root,
-    )
-    train = resolve_train(cfg.train, prepared.family)
-    config = resolved_config(cfg, prepared)
+    prepared = prepare(model or cfg.model, task or cfg.task, head=cfg.head, seed=cfg.seed, prunable=cfg.prunable,
+                       data=cfg.data, data_root=data_root, model_root=model_root)
+    pattern = get_pattern(cfg.pattern)
+    pattern.setup(prepared.model, prepared.names, prepared.spec)
+    train = resolve_train(cfg.train, prepared.family, prepared.recipe)
+    config = resolved_config(cfg, model_id=prepared.model_id, task=prepared.task.name, prunable=prepared.prunable,
+                             family=prepared.family, recipe=prepared.recipe)
     run = RunDir(out, "find", config)
-    levels = config["levels"]
-    run.log("run_start", kind="find", method=cfg.method, levels=levels, device=str(device))
-    if progress:
-        print(f"find {cfg.method} {prepared.model_id} on {prepared.task.name}: {len(levels)} levels -> {run.path}",
-              file=sys.stderr)
-
-    imp_masks = None
-    if cfg.method == "reinit":  # random re-init reuses (or first draws) the IMP tickets of the same config
-        imp = find_tickets(dataclasses.replace(cfg, method="imp"), out=out, device=device, data_root=data_root,
-                           model_root=model_root, progress=progress, model=model, task=task)
-        imp_masks = {i: imp.ticket(i).mask for i in range(1, len(imp.levels))}
-        prepared.load_weights(prepared.theta0)
-
-    start, weights_label = _start_weights(cfg, prepared, run)
-    records = []
-    for level, sparsity in enumerate(levels):
-        level_dir = run.path / f"level-{level:02d}"
-        if run.is_done(level):
-            records.append(_record(level_dir))
-            continue
-        mask = _mask_for_level(cfg, prepared, run, level, sparsity, imp_masks)
-        meta = _meta(cfg, prepared, run, level, sparsity, weights_label, mask)
-        if not (level_dir / TICKET_FILE).exists():
-            save_ticket(level_dir / TICKET_FILE, Ticket(mask, meta, _ticket_weights(cfg, prepared, run)))
-        on_step = _rewind_capture(cfg, prepared, run) if (cfg.method == "imp" and level == 0) else None
-        run_level(
-            run, level, prepared, mask=mask, start=_level_start(cfg, run, level, start),
-            train=train, seed=cfg.seed, device=device, limit=cfg.data.limit, progress=progress,
-            extra={"sparsity": mask.sparsity, "target_sparsity": sparsity, "method": cfg.method}, on_step=on_step,
-            evaluate_extra=robust_extra(cfg.robust_eval, device, cfg.data.limit, train.eval_batch_size, cfg.seed,
-                                        mask, progress),
-        )
-        if cfg.method == "imp" and level + 1 < len(levels):
-            next_mask = _imp_prune(cfg, prepared, mask, levels[level + 1])
-            next_meta = _meta(cfg, prepared, run, level + 1, levels[level + 1], weights_label, next_mask)
-            save_ticket(run.path / f"level-{level + 1:02d}" / TICKET_FILE,
-                        Ticket(next_mask, next_meta, _ticket_weights(cfg, prepared, run)))
-        run.mark_done(level)
-        run.drop_checkpoint(level)
-        records.append(_record(level_dir))
-    write_json(run.path / "summary.json", {"config": config, "levels": records})
+    with run_lock(run.layout.lock) as held:
+        if not held:
+            raise RunBusy(f"run {run.path} is being written by another process right now: wait for it to finish "
+                               "(rerunning then reuses its levels) or choose another --out")
+        prerequisite = None
+        before = method.prerequisite(cfg)
+        if before is not None:  # random re-init reuses (or first draws) the IMP tickets of the same settings
+            first = find_tickets(before, out=out, device=device, data_root=data_root, model_root=model_root,
+                                 progress=progress, model=model, task=task, callbacks=callbacks, log_to=log_to)
+            prerequisite = RunLayout(first.path)
+            prepared.load_weights(prepared.theta0)
+        ctx = DrawContext(cfg, prepared, pattern, run, rewind, prerequisite)
+        records = _draw_levels(ctx, method, config["levels"], train, device, progress, callbacks, log_to)
+    write_json(run.layout.summary, {"config": config, "levels": records})
     run.log("run_done", levels=len(records))
     return FindResult(run.path, records)
 
 
-def _record(level_dir: Path) -> dict:
-    m = read_json(level_dir / "metrics.json")
+def _draw_levels(ctx: DrawContext, method: Method, levels: list[float], train, device: torch.device,
+                 progress: bool, callbacks: Sequence[Callback], log_to: Sequence[str]) -> list[dict]:
+    cfg, prepared, run, layout = ctx.cfg, ctx.prepared, ctx.run, ctx.run.layout
+    run.log("run_start", kind="find", method=cfg.method, pattern=cfg.pattern, levels=levels, device=str(device))
+    logger.info("find %s %s on %s: %d levels -> %s", cfg.method, prepared.model_id, prepared.task.name,
+                len(levels), run.path)
+    start, weights_label = _start_weights(ctx, method)
+    steps = math.ceil(len(prepared.task.train) / train.batch_size) * train.epochs
+    steps = min(steps, train.max_steps or steps)
+    if ctx.rewind.kind == "step" and ctx.rewind.step >= steps:
+        raise TicketsError(f"rewind point step:{ctx.rewind.step} is beyond the {steps} optimizer steps of a "
+                           "fine-tune: choose a smaller K or train longer")
+    level = 0
+    while level < len(levels):
+        sparsity = levels[level]
+        if run.is_done(level):
+            if _verified(layout, level):
+                level += 1
+                continue
+            logger.warning("level %d of %s is marked done but its ticket or metrics do not verify: redoing it",
+                           level, run.path)
+            run.log("level_redo", level=level, reason="artefacts do not verify")
+            run.unmark_done(level)
+        mask = _level_mask(ctx, method, level, sparsity, weights_label)
+        if mask is None:  # IMP: the previous level must be trained again to draw this one
+            logger.warning("level %d of %s has no ticket: training level %d again to draw it", level, run.path,
+                           level - 1)
+            run.log("level_redo", level=level - 1, reason=f"level {level} has no ticket")
+            run.unmark_done(level - 1)
+            level -= 1
+            continue
+        level_start, start_step = _level_start(ctx, level, start)
+        if level_start is None:  # the rewind point was never saved: redo the dense level that captures it
+            logger.warning("rewind point of %s is missing: training level 0 again to capture it", run.path)
+            run.unmark_done(0)
+            level = 0
+            continue
+        own = list(callbacks)
+        if level == 0 and ctx.rewind.kind == "step" and method.dense_start:
+            own.append(RewindCapture(ctx.rewind.step, lambda state: _save_rewind(run, state)))
+        run_level(run, level, prepared, mask=mask, start=level_start, train=train, seed=cfg.seed, device=device,
+                  limit=cfg.data.limit, progress=progress, callbacks=own, start_step=start_step, log_to=log_to,
+                  extra={"sparsity": mask.sparsity, "target_sparsity": sparsity, "method": cfg.method,
+                         "pattern": ctx.pattern.spec()},
+                  evaluate_extra=robust_extra(cfg.robust_eval, device, cfg.data.limit, train.eval_batch_size,
+                                              cfg.seed, mask))
+        if level + 1 < len(levels):
+            nxt = method.next_mask(ctx, level, mask, prepared.model, levels[level + 1])
+            if nxt is not None:
+                save_ticket(layout.ticket(level + 1), Ticket(nxt, _meta(ctx, level + 1, levels[level + 1],
+                                                                        weights_label, nxt), _ticket_weights(ctx)))
+        run.mark_done(level)
+        run.drop_checkpoint(level)
+        level += 1
+    return [_record(layout, i) for i in range(len(levels))]
+
+
+def _verified(layout: RunLayout, level: int) -> bool:
+    """A done level's ticket loads (checksum verified) and its metrics.json parses with the keys reports read."""
+    try:
+        load_ticket(layout.ticket(level))
+        m = read_json(layout.metrics(level))
+        return isinstance(m, dict) and all(k in m for k in ("test", "val", "primary_metric", "sparsity"))
+    except (TicketsError, OSError, ValueError):
+        return False
+
+
+def _level_mask(ctx: DrawContext, method: Method, level: int, sparsity: float, weights_label: str) -> Mask | None:
+    """The level's mask: its saved ticket when it verifies, else drawn now (and saved); None when an iterative
+    method needs the previous level retrained."""
+    path = ctx.run.layout.ticket(level)
+    if path.exists():
+        try:
+            return load_ticket(path).mask
+        except TicketsError as exc:
+            logger.warning("ticket of level %d does not verify (%s): drawing it again", level, exc)
+    try:
+        mask = method.draw(ctx, level, sparsity)
+    except MissingTicket:
+        if level == 0:
+            raise
+        return None
+    save_ticket(path, Ticket(mask, _meta(ctx, level, sparsity, weights_label, mask), _ticket_weights(ctx)))
+    return mask
+
+
+def _record(layout: RunLayout, level: int) -> dict:
+    m = read_json(layout.metrics(level))
     return {
         "level": m["level"],
         "sparsity": m["sparsity"],
@@ -150,13 +218,13 @@ def _record(level_dir: Path) -> dict:
         "val": m["val"],
         "test": m["test"],
         "primary_metric": m["primary_metric"],
-        "ticket": str(level_dir / TICKET_FILE),
+        "ticket": str(layout.ticket(level)),
         **({"robust": m["robust"]} if "robust" in m else {}),
     }
 
 
 def robust_extra(robust_eval, device: torch.device, limit: int | None, batch_size: int, seed: int,
-                 mask: Mask | None, progress: bool):
+                 mask: Mask | None):
     """``run_level``'s ``evaluate_extra`` hook: ``{"robust": {...}}`` (SA and RA on the test split), or None."""
     if robust_eval is None:
         return None
@@ -166,9 +234,8 @@ def robust_extra(robust_eval, device: torch.device, limit: int | None, batch_siz
         from tickets.training.attacks import robust_evaluate
 
         n = cfg.limit if cfg.limit is not None else limit
-        if progress:
-            print(f"  robust eval: {cfg.attack} eps {cfg.eps:g}, {cfg.steps} steps, {n or 'all'} test examples",
-                  file=sys.stderr)
+        logger.info("  robust eval: %s eps %g, %d steps, %s test examples", cfg.attack, cfg.eps, cfg.steps,
+                    n or "all")
         return {"robust": robust_evaluate(prepared.model, prepared.task, "test", attack=cfg.attack, eps=cfg.eps,
                                           alpha=cfg.alpha, steps=cfg.steps, device=device, batch_size=batch_size,
                                           limit=n, mask=mask, seed=seed)}
@@ -176,100 +243,53 @@ def robust_extra(robust_eval, device: torch.device, limit: int | None, batch_siz
     return extra
 
 
-def _prunable_scores(prepared: Prepared, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {n: state[n].detach().cpu() for n in prepared.names}
-
-
-def _mask_for_level(cfg: FindConfig, prepared: Prepared, run: RunDir, level: int, sparsity: float,
-                    imp_masks: dict | None) -> Mask:
-    """The level's mask: read back for IMP (drawn at the end of the previous level), drawn now otherwise."""
-    ones = Mask.ones_like(prepared.model, prepared.names)
-    if cfg.method == "imp":
-        if level == 0:
-            return ones
-        path = run.path / f"level-{level:02d}" / TICKET_FILE
-        if not path.exists():
-            raise TicketsError(f"IMP level {level} has no ticket in {run.path}: the run is damaged, delete it and rerun")
-        return load_ticket(path).mask
-    if cfg.method == "reinit":
-        return imp_masks[level + 1]  # one-shot levels are numbered from 0, IMP's from 1
-    theta0 = _prunable_scores(prepared, prepared.theta0)
-    if cfg.method == "omp":
-        return magnitude_prune(theta0, ones, sparsity, scope=cfg.scope)
-    if cfg.method == "reverse":
-        return reverse_prune(theta0, ones, sparsity, scope=cfg.scope)
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000 + level)
-    return random_prune(ones, sparsity, scope=cfg.scope, generator=gen)
-
-
-def _imp_prune(cfg: FindConfig, prepared: Prepared, mask: Mask, sparsity: float) -> Mask:
-    """Prune the lowest-magnitude survivors of the weights this level ended with."""
-    trained = _prunable_scores(prepared, prepared.model.state_dict())
-    return magnitude_prune(trained, mask.to("cpu"), sparsity, scope=cfg.scope)
-
-
-def _start_weights(cfg: FindConfig, prepared: Prepared, run: RunDir) -> tuple[dict, str]:
+def _start_weights(ctx: DrawContext, method: Method) -> tuple[dict, str]:
     """Weights every level starts from (before masking) and how tickets describe them."""
-    if cfg.rewind == "init" or cfg.method == "reinit":
-        return random_init_state(prepared, cfg.seed), f"reinit:seed-{cfg.seed}"
-    if cfg.rewind.startswith("step:") and cfg.rewind != "step:0":
-        return prepared.theta0, f"rewind:{cfg.rewind}"  # replaced by the captured state from level 1 on
-    return prepared.theta0, "theta0"
+    if method.start(ctx) == "reinit" or ctx.rewind.kind == "reinit":
+        return random_init_state(ctx.prepared, ctx.cfg.seed), f"reinit:seed-{ctx.cfg.seed}"
+    if ctx.rewind.kind == "step":
+        return ctx.prepared.theta0, f"rewind:{ctx.rewind}"  # replaced by the captured state from level 1 on
+    return ctx.prepared.theta0, "theta0"
 
 
-def _level_start(cfg: FindConfig, run: RunDir, level: int, start: dict) -> dict:
-    """Level 0 starts from θ0 (or the random init); later levels from the rewind point when there is one."""
-    if level == 0 or not cfg.rewind.startswith("step:") or cfg.rewind == "step:0":
-        return start
-    path = run.path / "rewind.safetensors"
+def _level_start(ctx: DrawContext, level: int, start: dict) -> tuple[dict | None, int]:
+    """(weights, first step): level 0 starts from ``start`` at step 0; with rewind step:K, later levels start
+    from the weights saved after step K, at step K. (None, K) when that rewind point was never saved."""
+    if level == 0 or ctx.rewind.kind != "step":
+        return start, 0
+    path = ctx.run.layout.rewind
     if not path.exists():
-        raise TicketsError(
-            f"rewind point {cfg.rewind} was never reached in level 0 ({run.path}): choose a smaller K or more epochs"
-        )
+        return None, ctx.rewind.step
     from safetensors.torch import load_file
 
-    return load_file(path)
+    return load_file(path), ctx.rewind.step
 
 
-def _rewind_capture(cfg: FindConfig, prepared: Prepared, run: RunDir):
-    """During IMP level 0, save the weights after step K when rewinding to step K."""
-    if not cfg.rewind.startswith("step:") or cfg.rewind == "step:0":
-        return None
-    k = int(cfg.rewind[5:])
-    path = run.path / "rewind.safetensors"
+def _save_rewind(run: RunDir, state: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
 
-    def capture(step: int, model: torch.nn.Module) -> None:
-        if step == k and not path.exists():
-            from safetensors.torch import save_file
-
-            from tickets.runs import atomic_write
-
-            state = {n: t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
-            atomic_write(path, lambda tmp: save_file(state, str(tmp)))
-            run.log("rewind_point", step=k)
-
-    return capture
+    atomic_write(run.layout.rewind, lambda tmp: save_file(state, str(tmp)))
+    run.log("rewind_point", step=RewindPoint.parse(run.config["rewind"]).step)
 
 
-def _ticket_weights(cfg: FindConfig, prepared: Prepared, run: RunDir) -> dict | None:
+def _ticket_weights(ctx: DrawContext) -> dict | None:
     """Tickets carry their weights only when those are not θ0 (a rewind step): the prunable tensors suffice."""
-    if cfg.rewind.startswith("step:") and cfg.rewind != "step:0":
-        path = run.path / "rewind.safetensors"
-        if path.exists():
-            from safetensors.torch import load_file
+    if ctx.rewind.kind == "step" and ctx.run.layout.rewind.exists():
+        from safetensors.torch import load_file
 
-            state = load_file(path)
-            return {n: state[n] for n in prepared.names}
+        state = load_file(ctx.run.layout.rewind)
+        return {n: state[n] for n in ctx.prepared.names}
     return None
 
 
-def _meta(cfg: FindConfig, prepared: Prepared, run: RunDir, level: int, target: float, weights: str,
-          mask: Mask) -> dict:
-    return {
+def _meta(ctx: DrawContext, level: int, target: float, weights: str, mask: Mask) -> dict:
+    cfg, prepared = ctx.cfg, ctx.prepared
+    meta = {
         "model": prepared.model_id,
         "prunable": prepared.prunable.to_dict(),
         "source_task": prepared.task.name,
         "method": cfg.method,
+        "pattern": ctx.pattern.describe(),
         "scope": cfg.scope,
         "level": level,
         "target_sparsity": target,
@@ -277,7 +297,12 @@ def _meta(cfg: FindConfig, prepared: Prepared, run: RunDir, level: int, target: 
         "seed": cfg.seed,
         "weights": weights,
         "head_policy": cfg.head,
-        "adversarial": to_dict(cfg.train.adversarial),
-        "run": run.path.name,
+        "adversarial": hash_view(resolve_train(cfg.train, prepared.family, prepared.recipe).adversarial),
+        "run": ctx.run.path.name,
         "tickets_version": __version__,
     }
+    if ctx.rewind.kind == "step":
+        meta["rewind"] = {"step": ctx.rewind.step, "optimizer_state": "reset at step K (fresh optimizer)",
+                          "lr_schedule": "continues from step K", "data_order": "continues from step K"}
+    return meta
+

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from tickets.config import TrainConfig
+from tickets.fileio import write_json
+from tickets.log import get_logger
 from tickets.masks import Mask
-from tickets.verbs.prepare import Prepared
-from tickets.runs import RunDir, write_json
+from tickets.runs import RunDir
+from tickets.training.callbacks import Callback, CheckpointCallback, LogCallback
 from tickets.training.evaluate import evaluate
 from tickets.training.loop import fine_tune
+from tickets.training.sinks import make_sinks
+from tickets.verbs.prepare import Prepared
+
+logger = get_logger(__name__)
 
 
 def run_level(
@@ -29,13 +34,18 @@ def run_level(
     limit: int | None,
     progress: bool,
     extra: dict | None = None,
-    on_step: Callable[[int, torch.nn.Module], None] | None = None,
+    callbacks: Sequence[Callback] = (),
+    start_step: int = 0,
     evaluate_extra: Callable[[Prepared], dict] | None = None,
+    log_to: Sequence[str] = (),
 ) -> dict:
     """Train level ``level`` of ``run`` from ``start`` under ``mask``; write ``metrics.json`` and return it.
 
-    Resumes from the level's epoch checkpoint when one exists. Does not mark the level done: the caller does,
-    after writing anything the next level needs.
+    ``train`` is the resolved training config. ``callbacks`` join the level's own (the run's JSONL log and
+    epoch checkpoints). Resumes from the level's epoch checkpoint when one exists. ``start_step`` > 0 starts at
+    that step of the schedule (IMP rewinding). ``log_to`` names logging sinks (``training/sinks.py``) that receive
+    every epoch and the final metrics. Does not mark the level done: the caller does, after writing
+    anything the next level needs.
     """
     model = prepared.model
     prepared.load_weights(start)
@@ -44,23 +54,14 @@ def run_level(
         mask.check(model)
     resume = run.load_checkpoint(level)
     desc = f"level {level}" if extra is None or "sparsity" not in extra else f"level {level} ({extra['sparsity']:.1%})"
-    run.log("level_start", level=level, resumed=resume is not None, **(extra or {}))
+    run.log("level_start", level=level, resumed=resume is not None, start_step=start_step, **(extra or {}))
     t0 = time.perf_counter()
-    result = fine_tune(
-        model,
-        prepared.task,
-        train,
-        mask=mask,
-        device=device,
-        seed=seed,
-        limit=limit,
-        log=lambda event, **kw: run.log(event, level=level, **kw),
-        save_checkpoint=lambda state: run.save_checkpoint(level, state),
-        resume=resume,
-        on_step=on_step,
-        progress=progress,
-        desc=desc,
-    )
+    sinks = make_sinks(log_to, run.path, level)
+    own: list[Callback] = [LogCallback(lambda event, **kw: run.log(event, level=level, **kw)), *callbacks, *sinks]
+    checkpoint = CheckpointCallback(lambda state: run.save_checkpoint(level, state), own)
+    result = fine_tune(model, prepared.task, train, mask=mask, device=device, seed=seed, limit=limit,
+                       callbacks=[*own, checkpoint], resume=resume, start_step=start_step, progress=progress,
+                       desc=desc, family=prepared.family, recipe=prepared.recipe)
     test = evaluate(model, prepared.task, "test", device=device, batch_size=train.eval_batch_size, limit=limit,
                     mask=mask)
     metrics = {
@@ -71,6 +72,7 @@ def run_level(
         "test": test,
         "best_epoch": result.best_epoch,
         "steps": result.steps,
+        "start_step": start_step,
         "history": result.history,
         "train_seconds": result.seconds,
         "examples_per_second": result.examples_per_second,
@@ -82,8 +84,10 @@ def run_level(
     if evaluate_extra is not None:
         metrics.update(evaluate_extra(prepared))
     write_json(run.level_dir(level) / "metrics.json", metrics)
+    for sink in sinks:
+        sink.finish(metrics)
     run.log("level_metrics", level=level, test=test, val=result.val, seconds=round(time.perf_counter() - t0, 2))
     score = test.get(prepared.task.primary_metric)
-    if progress and score is not None:
-        print(f"  {desc}: test {prepared.task.primary_metric} {score:.4f}", file=sys.stderr)
+    if score is not None:
+        logger.info("  %s: test %s %.4f", desc, prepared.task.primary_metric, score)
     return metrics

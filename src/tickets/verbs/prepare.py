@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from tickets.errors import TicketsError
 from tickets.masks import PrunableSet
 from tickets.models.base import ModelSpec
 from tickets.tasks.base import DataConfig, Task
@@ -27,8 +28,13 @@ class Prepared:
 
     @property
     def family(self) -> str:
-        """"bert" for transformer text models, "cnn" otherwise: picks training defaults."""
-        return "bert" if self.spec.prunable_preset == "bert" else "cnn"
+        """What the model declares itself to be (``cnn`` or ``transformer``): picks the training defaults."""
+        return self.spec.family
+
+    @property
+    def recipe(self) -> dict | None:
+        """TrainConfig defaults the model declares beyond its family's (``spec.info["recipe"]``), if any."""
+        return self.spec.info.get("recipe")
 
     @property
     def model(self) -> torch.nn.Module:
@@ -72,6 +78,9 @@ def prepare(
     from tickets.models import load_model
     from tickets.tasks import load_task
 
+    if not isinstance(model, (str, ModelSpec)):
+        raise TicketsError(f"model must be a registered name or a ModelSpec (tickets.models.from_module(module, "
+                           f"head=...)), got {type(model).__name__}")
     if isinstance(model, ModelSpec):
         spec = copy.deepcopy(model)  # the caller's model stays untouched by head changes and training
         model_id = model_id or f"{spec.name}@{state_digest(spec.module.state_dict())}"

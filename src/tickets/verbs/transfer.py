@@ -6,24 +6,28 @@ named by the resolved config, which identifies the ticket by its mask checksum, 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
-from tickets.config import HEAD_POLICIES, TransferConfig, resolve_attack, resolve_train, to_dict
+from tickets.config import TransferConfig, resolve_attack, resolve_train, validate_transfer
 from tickets.errors import TicketsError
-from tickets.verbs.level import run_level
+from tickets.fileio import atomic_write, read_json
+from tickets.hparams import hash_view
+from tickets.log import get_logger
 from tickets.masks import Mask
 from tickets.models.base import ModelSpec
-from tickets.verbs.prepare import Prepared, prepare, random_init_state
-from tickets.runs import RunDir, atomic_write, read_json
+from tickets.runs import RunBusy, RunDir, run_lock
+from tickets.runtime import resolve_device
 from tickets.tasks.base import Task
 from tickets.ticket import Ticket, load_ticket
-from tickets.runtime import resolve_device
+from tickets.training.callbacks import Callback
+from tickets.verbs.level import run_level
+from tickets.verbs.prepare import Prepared, prepare, random_init_state
 
-INITS = ("ticket", "theta0", "reinit")
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -45,8 +49,6 @@ def ticket_mask(ticket: Ticket, prepared: Prepared, reverse: bool = False) -> Ma
 
 def start_state(cfg: TransferConfig, prepared: Prepared, ticket: Ticket | None) -> tuple[dict, str]:
     """The weights fine-tuning starts from: θ0, the ticket's own weights, or a random re-init."""
-    if cfg.init not in INITS:
-        raise TicketsError(f"init must be one of {', '.join(INITS)}, got {cfg.init!r}")
     if cfg.init == "reinit":
         return random_init_state(prepared, cfg.seed), f"reinit:seed-{cfg.seed}"
     state = dict(prepared.theta0)
@@ -60,15 +62,14 @@ def start_state(cfg: TransferConfig, prepared: Prepared, ticket: Ticket | None) 
 
 
 def resolved_config(cfg: TransferConfig, model_id: str, task_name: str, family: str,
-                    ticket: Ticket | None) -> dict:
-    """The config as hashed and written to config.yaml: defaults filled, the ticket named by its checksum.
+                    ticket: Ticket | None, recipe: dict | None = None) -> dict:
+    """The config as hashed and written to config.yaml: defaults filled, the ticket named by its mask checksum.
 
     Needs no loaded model or data, so `tickets run --dry-run` computes run directories with it too."""
-    config = to_dict(cfg)
-    config.update(model=model_id, task=task_name, train=to_dict(resolve_train(cfg.train, family)))
-    config.pop("robust_eval", None)  # absent when not asked for, so older runs keep their hash
+    config = hash_view(cfg)
+    config.update(model=model_id, task=task_name, train=hash_view(resolve_train(cfg.train, family, recipe)))
     if cfg.robust_eval is not None:
-        config["robust_eval"] = to_dict(resolve_attack(cfg.robust_eval, "robust_eval"))
+        config["robust_eval"] = hash_view(resolve_attack(cfg.robust_eval, "robust_eval"))
     config["ticket"] = None if ticket is None else {"checksum": ticket.meta.get("checksum"),
                                                     "sparsity": round(ticket.mask.sparsity, 6)}
     return config
@@ -84,53 +85,64 @@ def transfer(
     progress: bool = True,
     model: ModelSpec | None = None,
     task: Task | None = None,
+    callbacks: Sequence[Callback] = (),
+    log_to: Sequence[str] = (),
 ) -> TransferResult:
-    """Fine-tune θ0 under ``cfg.ticket``'s mask (dense when None) on ``cfg.task``; resumable by config hash."""
-    if not cfg.model or not cfg.task:
-        raise TicketsError("transfer needs a model and a task: pass --model M --task T")
-    if cfg.head not in HEAD_POLICIES:
-        raise TicketsError(f"head must be one of {', '.join(HEAD_POLICIES)}, got {cfg.head!r}")
+    """Fine-tune θ0 under ``cfg.ticket``'s mask (dense when None) on ``cfg.task``; resumable by config hash.
+
+    Without ``cfg.model`` the model the ticket records is used. TicketsError for bad settings, a ticket that does
+    not fit the model, missing data, or a run another process is writing."""
+    validate_transfer(cfg)
     device = resolve_device(device)
     ticket = load_ticket(cfg.ticket) if cfg.ticket else None
     model_name = model or cfg.model
-    if ticket is not None and model is None and cfg.model == "auto":
-        model_name = ticket.meta.get("model", "")
+    if ticket is not None and model is None and cfg.model in ("", "auto"):
+        model_name = ticket.meta.get("model") or ""
+        if not model_name:
+            raise TicketsError(f"ticket {cfg.ticket} records no model (a {ticket.meta.get('format', 'legacy')} mask "
+                               "file): pass --model NAME")
     prepared = prepare(model_name, task or cfg.task, head=cfg.head, seed=cfg.seed, data=cfg.data,
                        data_root=data_root, model_root=model_root)
-    train = resolve_train(cfg.train, prepared.family)
+    train = resolve_train(cfg.train, prepared.family, prepared.recipe)
     mask = ticket_mask(ticket, prepared, cfg.reverse) if ticket is not None else None
     start, weights_label = start_state(cfg, prepared, ticket)
 
-    config = resolved_config(cfg, prepared.model_id, prepared.task.name, prepared.family, ticket)
+    config = resolved_config(cfg, prepared.model_id, prepared.task.name, prepared.family, ticket, prepared.recipe)
     run = RunDir(out, "transfer", config)
-    if run.is_done(0):
-        return TransferResult(run.path, read_json(run.path / "level-00" / "metrics.json"))
-    run.log("run_start", kind="transfer", ticket=cfg.ticket, device=str(device))
-    if progress:
+    with run_lock(run.layout.lock) as held:
+        if not held:
+            raise RunBusy(f"run {run.path} is being written by another process right now: wait for it to finish "
+                               "or choose another --out")
+        if run.is_done(0):
+            try:
+                return TransferResult(run.path, read_json(run.layout.metrics(0)))
+            except (OSError, ValueError):
+                logger.warning("%s is marked done but its metrics.json is unreadable: running it again", run.path)
+                run.unmark_done(0)
+        run.log("run_start", kind="transfer", ticket=cfg.ticket, device=str(device))
         what = f"ticket {cfg.ticket} ({mask.sparsity:.1%} sparse)" if mask is not None else "dense"
-        print(f"transfer {what} -> {prepared.task.name} on {prepared.model_id}: {run.path}", file=sys.stderr)
-    extra = {
-        "sparsity": mask.sparsity if mask is not None else 0.0,
-        "weights": weights_label,
-        "ticket": None if ticket is None else {"path": str(cfg.ticket), **_ticket_summary(ticket)},
-    }
-    from tickets.verbs.find import robust_extra
+        logger.info("transfer %s -> %s on %s: %s", what, prepared.task.name, prepared.model_id, run.path)
+        extra = {
+            "sparsity": mask.sparsity if mask is not None else 0.0,
+            "weights": weights_label,
+            "ticket": None if ticket is None else {"path": str(cfg.ticket), **_ticket_summary(ticket)},
+        }
+        from tickets.verbs.find import robust_extra
 
-    metrics = run_level(run, 0, prepared, mask=mask, start=start, train=train, seed=cfg.seed, device=device,
-                        limit=cfg.data.limit, progress=progress, extra=extra,
-                        evaluate_extra=robust_extra(cfg.robust_eval, device, cfg.data.limit, train.eval_batch_size,
-                                                    cfg.seed, mask, progress))
-    if cfg.save_weights:
-        from safetensors.torch import save_file
+        metrics = run_level(run, 0, prepared, mask=mask, start=start, train=train, seed=cfg.seed, device=device,
+                            limit=cfg.data.limit, progress=progress, extra=extra, callbacks=callbacks, log_to=log_to,
+                            evaluate_extra=robust_extra(cfg.robust_eval, device, cfg.data.limit,
+                                                        train.eval_batch_size, cfg.seed, mask))
+        if cfg.save_weights:
+            from safetensors.torch import save_file
 
-        # clone: tied tensors (an MLM decoder sharing the word embeddings) must not share storage in the file
-        state = {k: v.detach().cpu().clone().contiguous() for k, v in prepared.model.state_dict().items()}
-        atomic_write(run.path / "model.safetensors",
-                     lambda tmp: save_file(state, str(tmp), metadata={"model": prepared.model_id,
-                                                                      "task": prepared.task.name}))
-    run.mark_done(0)
-    run.drop_checkpoint(0)
-    run.log("run_done")
+            # clone: tied tensors (an MLM decoder sharing the word embeddings) must not share storage in the file
+            state = {k: v.detach().cpu().clone().contiguous() for k, v in prepared.model.state_dict().items()}
+            atomic_write(run.layout.weights(), lambda tmp: save_file(state, str(tmp), metadata={
+                "model": prepared.model_id, "task": prepared.task.name}))
+        run.mark_done(0)
+        run.drop_checkpoint(0)
+        run.log("run_done")
     return TransferResult(run.path, metrics)
 
 
