@@ -22,7 +22,8 @@ this script skips finished work).
     OMP_NUM_THREADS=1 nohup python examples/robust-tickets.py > runs/robust-tickets/experiment.log 2>&1 &
     python examples/robust-tickets.py --report     # tables + plot into docs/results/robust-tickets/
 
-Per-step wall-clock and CPU seconds go to ``runs/robust-tickets/steps.jsonl``.
+Per-step wall-clock and CPU seconds go to ``runs/robust-tickets/steps.jsonl``. The report is written by
+``robust_tickets_report.py`` beside this script.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ COST_OUT = "runs/robust-tickets/cost"  # not shared: one dense + one pruned leve
 COST_VARIANTS = {"standard": [], "pgd3": ["--adv", "pgd", "--adv-eps", "2", "--adv-alpha", "1", "--adv-steps", "3"],
                  "fgsm-rs": ["--adv", "fgsm", "--adv-eps", "8"]}
 LEVELS = (1, 2, 3, 4)
+# FIND (+ ROBUST) are FIND_SETTINGS (+ ROBUST_SETTINGS) of robust_tickets_report.py, which finds these runs again
+# for the report; tests/test_robust.py checks that the two agree
 SHARED = ["--train-size", "2000", "--epochs", "3", "--limit", "2000"]
 FIND = ["tickets", "find", "--model", "resnet20-cifar10", "--task", "cifar10", "--method", "imp",
         "--levels", "4", "--rate", "0.4", *SHARED]
@@ -110,7 +113,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
     if args.report:
-        from tickets.study.robust import robust_transfer_report
+        from robust_tickets_report import robust_transfer_report
 
         print(robust_transfer_report(OUT, RESULTS, steps_log=STEPS_LOG))
         return
@@ -161,7 +164,7 @@ def main() -> None:
                     run_step(f"dw-{regime}-{kind}-s{seed}-L{level}", [*base, "--ticket", ticket])
     print("all steps done", flush=True)
     try:
-        from tickets.study.robust import robust_transfer_report
+        from robust_tickets_report import robust_transfer_report
 
         print(robust_transfer_report(OUT, RESULTS, steps_log=STEPS_LOG))
     except Exception as exc:  # the report can always be rerun with --report

@@ -11,12 +11,13 @@ seeds is at least the dense mean minus one (sample, ddof = 1) standard deviation
 **Double-win** (Chen et al., ICML 2022): a ticket is double-win at a sparsity on a task when it matches the dense
 model on SA *and* RA under *both* standard and adversarial transfer. Missing evidence (no adversarial runs, no
 robust evaluation) makes the verdict unknown (``None``), never a silent yes or no.
+
+Only the generic analysis lives here (reading runs, verdicts, tables, the comparison plot); the robust-tickets
+study's own report (which find runs, which setup, its costs) is ``examples/robust_tickets_report.py``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
@@ -27,8 +28,8 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from tickets.errors import TicketsError
+from tickets.fileio import atomic_write, atomic_write_text, flatten, read_json, write_rows
 from tickets.study.matching import Stat, at_least_dense, is_matching
-from tickets.runs import atomic_write, atomic_write_text, read_json
 
 RULES = ("std", "mean")
 REGIMES = ("standard", "adversarial")
@@ -185,7 +186,8 @@ def highest_double_win(rows: Sequence[dict]) -> dict[tuple, float | None]:
     return best
 
 
-def _pct(stat: tuple | None) -> str:
+def format_stat(stat: tuple | None) -> str:
+    """A ``(mean, std, n)`` of fractions as "mm.mm ± s.ss" (percent); "–" when n is 0 or the mean is missing."""
     if not stat or stat[2] == 0 or stat[0] is None or math.isnan(stat[0]):
         return "–"
     return f"{100 * stat[0]:.2f} ± {100 * stat[1]:.2f}"
@@ -205,9 +207,10 @@ def format_double_win(rows: Sequence[dict], rule: str = "std") -> str:
              "dense SA adv | dense RA adv | double-win |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     for r in rows:
-        marks = [f"{_pct(r[k])}{'' if r['match_' + k] is not False else ' ✗'}"
+        marks = [f"{format_stat(r[k])}{'' if r['match_' + k] is not False else ' ✗'}"
                  for k in ("sa_standard", "ra_standard", "sa_adversarial", "ra_adversarial")]
-        dense = [_pct(r["dense_" + k]) for k in ("sa_standard", "ra_standard", "sa_adversarial", "ra_adversarial")]
+        dense = [format_stat(r["dense_" + k])
+                 for k in ("sa_standard", "ra_standard", "sa_adversarial", "ra_adversarial")]
         lines.append(f"| {r['task']} | {r['ticket']} | {100 * r['sparsity']:.1f}% | " + " | ".join(marks) + " | "
                      + " | ".join(dense) + f" | {_yes(r['double_win'])} |")
     best = highest_double_win(rows)
@@ -222,34 +225,6 @@ def format_double_win(rows: Sequence[dict], rule: str = "std") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _flat(rows: Sequence[dict]) -> list[dict]:
-    out = []
-    for r in rows:
-        flat = {}
-        for k, v in r.items():
-            if isinstance(v, tuple):
-                flat[f"{k}_mean"], flat[f"{k}_std"], flat[f"{k}_n"] = v
-            else:
-                flat[k] = v
-        out.append(flat)
-    return out
-
-
-def write_rows(rows: Sequence[dict], path_stem: str | Path) -> list[Path]:
-    """``<stem>.csv`` and ``<stem>.json`` of (flattened) rows."""
-    stem = Path(path_stem)
-    flat = _flat(rows)
-    buf = io.StringIO()
-    if flat:
-        fields = list(dict.fromkeys(k for r in flat for k in r))
-        w = csv.DictWriter(buf, fieldnames=fields)
-        w.writeheader()
-        w.writerows(flat)
-    atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
-    atomic_write_text(stem.with_suffix(".json"), json.dumps(flat, indent=2, default=str) + "\n")
-    return [stem.with_suffix(".csv"), stem.with_suffix(".json")]
-
-
 def double_win_report(root: str | Path, rule: str = "std", out: str | Path | None = None) -> str:
     """The double-win table of every transfer run under ``root``; with ``out``, also ``out``.md/.csv/.json."""
     rows = double_win(collect_transfers(root), rule)
@@ -257,7 +232,7 @@ def double_win_report(root: str | Path, rule: str = "std", out: str | Path | Non
     if out is not None:
         stem = Path(out).with_suffix("")
         atomic_write_text(stem.with_suffix(".md"), text)
-        write_rows(rows, stem)
+        write_rows([flatten(r) for r in rows], stem)  # (mean, std, n) → *_mean/_std/_n keys, in JSON as in CSV
     return text
 
 
@@ -382,152 +357,14 @@ def format_compare(rows: Sequence[dict], kinds: Sequence[str], rule: str = "std"
     head = "| target | level | sparsity | dense | " + " | ".join(kinds) + " |" + diff_head
     lines = [head, "|---|---:|---:|---:|" + "---:|" * len(kinds) + ("---:|" if diff_head else "")]
     for r in rows:
-        cells = [f"{_pct(r[k])}{' *' if r[f'{k}_matches'] else ''}" for k in kinds]
+        cells = [f"{format_stat(r[k])}{' *' if r[f'{k}_matches'] else ''}" for k in kinds]
         diff = ""
         if len(kinds) >= 2 and r[kinds[0]][2] and r[kinds[1]][2]:
             diff = f"{100 * (r[kinds[1]][0] - r[kinds[0]][0]):+.2f}"
         sp = r[f"{kinds[0]}_sparsity"]
-        lines.append(f"| {r['task']} | {r['level']} | {100 * sp:.1f}% | {_pct(r['dense'])} | " + " | ".join(cells)
-                     + " |" + (f" {diff} |" if diff_head else ""))
+        lines.append(f"| {r['task']} | {r['level']} | {100 * sp:.1f}% | {format_stat(r['dense'])} | "
+                     + " | ".join(cells) + " |" + (f" {diff} |" if diff_head else ""))
     lines.append("")
     lines.append(f"Accuracy in %, mean ± std (ddof 1) over seeds; * = matches the dense model "
                  f"({'within one std of the dense mean' if rule == 'std' else 'at least the dense mean'}).")
     return "\n".join(lines) + "\n"
-
-
-def find_run_path(argv: Sequence[str], out: str | Path | None = None) -> Path:
-    """The run directory a ``tickets find …`` command line writes to, computed without running it."""
-    from tickets.cli import _config, build_parser
-    from tickets.config import FindConfig
-    from tickets.verbs.find import resolved_config
-    from tickets.verbs.prepare import prepare
-    from tickets.runs import config_hash
-
-    args = build_parser().parse_args(list(argv[1:] if argv and argv[0] == "tickets" else argv))
-    cfg = _config(FindConfig, args, "find")
-    prepared = prepare(cfg.model, cfg.task, head=cfg.head, seed=cfg.seed, prunable=cfg.prunable, data=cfg.data,
-                       data_root=args.data_root, model_root=args.model_root)
-    return Path(out or args.out or "runs") / f"find-{config_hash(resolved_config(cfg, prepared))}"
-
-
-def read_steps(steps_log: str | Path) -> dict[str, dict]:
-    """Last successful record per step name of an experiment's steps.jsonl (see examples/robust-tickets.py); the
-    CPU and wall seconds are those of the attempt that did the work (the largest, not a resume that skipped)."""
-    steps: dict[str, dict] = {}
-    path = Path(steps_log)
-    if not path.exists():
-        return steps
-    for line in path.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if r.get("rc") != 0:
-            continue
-        old = steps.get(r["step"])
-        if old is None or r["cpu_s"] > old["cpu_s"]:
-            steps[r["step"]] = r
-    return steps
-
-
-SHARED_SETUP = {"data": {"train_size": 2000, "limit": 2000}, "train": {"epochs": 3, "adversarial": None},
-                "head": "fresh", "init": "ticket", "reverse": False, "robust_eval": None}
-
-
-def robust_transfer_report(out: str | Path, results: str | Path, steps_log: str | Path,
-                           finds: dict[str, list[Path]] | None = None, rule: str = "std",
-                           setup: dict | None = SHARED_SETUP) -> str:
-    """Issue 4 §5: standard vs robust IMP tickets transferred with standard fine-tuning, from ``out``.
-
-    ``finds[kind]`` are the find runs of each ticket kind ("standard", "robust"); by default they are worked out
-    from the ``find-<kind>-s<seed>`` steps in ``steps_log``. Only transfer runs agreeing with ``setup`` count
-    (default: the shared CV settings, standard fine-tuning). Writes into ``results``: transfer.md/.csv/.json,
-    source.csv (the tickets on the source task), costs.json and robust-tickets.png; returns the markdown.
-    """
-    results = Path(results)
-    steps = read_steps(steps_log)
-    if finds is None:
-        finds = defaultdict(list)
-        for name, r in sorted(steps.items()):
-            if name.startswith("find-"):
-                finds[name.split("-")[1]].append(find_run_path(r["argv"], out))
-        finds = dict(finds)
-    finds = dict(sorted(finds.items(), key=lambda kv: kv[0] != "standard"))  # standard first: diff = other − standard
-    kinds = list(finds)
-    if not kinds:
-        raise TicketsError(f"no find runs named in {steps_log}: run examples/robust-tickets.py first")
-    records = collect_transfers(out)
-    rows = compare_tickets(records, finds, rule=rule, setup=setup)
-    table = format_compare(rows, kinds, rule)
-    atomic_write_text(results / "transfer.md", table)
-    write_rows(rows, results / "transfer")
-
-    # double-win: the runs with robust evaluation whose tickets come from these finds (and their dense runs)
-    ours = {c for d in (x for dirs in finds.values() for x in dirs) for c in ticket_checksums(d)}
-    dw_setup = {k: v for k, v in (setup or {}).items() if k not in ("robust_eval", "train")}
-    dw_records = [r for r in records if r["ra"] is not None and has_setup(r["config"], dw_setup)
-                  and (r["ticket"] is None or r["ticket"]["checksum"] in ours)]
-    dw_text = ""
-    if dw_records:
-        dw_rows = double_win(dw_records, rule)
-        dw_text = format_double_win(dw_rows, rule)
-        atomic_write_text(results / "double-win.md", dw_text)
-        write_rows(dw_rows, results / "double-win")
-
-    # the tickets on the source task: clean test accuracy per level, robust accuracy where measured
-    src_rows = []
-    for kind, dirs in finds.items():
-        for d in dirs:
-            summary = read_json(Path(d) / "summary.json")
-            for lv in summary["levels"]:
-                m = read_json(Path(d) / f"level-{lv['level']:02d}" / "metrics.json")
-                rob = m.get("robust") or {}
-                src_rows.append({"kind": kind, "seed": summary["config"]["seed"], "level": lv["level"],
-                                 "sparsity": lv["sparsity"], "test_accuracy": lv["test"][lv["primary_metric"]],
-                                 "robust_accuracy": rob.get("robust_accuracy"),
-                                 "robust_clean_accuracy": rob.get("clean_accuracy"),
-                                 "robust_attack": adversarial_label(rob) if rob else None,
-                                 "robust_examples": rob.get("examples"),
-                                 "train_seconds": m["train_seconds"], "run": Path(d).name})
-    write_rows(src_rows, results / "source")
-    source_lines = ["| kind | level | sparsity | source test acc. | robust acc. (attack, eps in /255; examples) |",
-                    "|---|---:|---:|---:|---:|"]
-    by = _groupby(src_rows, "kind", "level")
-    for (kind, level), rs in sorted(by.items()):
-        acc = mean_std([r["test_accuracy"] for r in rs])
-        ras = [r["robust_accuracy"] for r in rs if r["robust_accuracy"] is not None]
-        attack = next((f" ({r['robust_attack']}; {r['robust_examples']})" for r in rs if r["robust_attack"]), "")
-        source_lines.append(f"| {kind} | {level} | {100 * rs[0]['sparsity']:.1f}% | {_pct(acc + (len(rs),))} | "
-                            + (_pct(mean_std(ras) + (len(ras),)) + attack if ras else "not measured") + " |")
-
-    # what drawing each kind of ticket cost
-    costs: dict[str, Any] = {"steps": {k: {"cpu_s": v["cpu_s"], "wall_s": v["wall_s"]} for k, v in steps.items()}}
-    for kind, dirs in finds.items():
-        cpu = [steps[n]["cpu_s"] for n in steps if n.startswith(f"find-{kind}-")]
-        train = [sum(r["train_seconds"] for r in src_rows if r["kind"] == kind and r["run"] == Path(d).name)
-                 for d in dirs]
-        # a find whose CPU is far below its own recorded training time was done by another process and only
-        # reused here (same content hash): its CPU seconds say nothing about its cost
-        reused = bool(cpu) and statistics.fmean(cpu) < 0.25 * statistics.fmean(train or [0.0])
-        costs[kind] = {"find_cpu_s_mean": None if reused or not cpu else statistics.fmean(cpu),
-                       "find_train_seconds_mean": statistics.fmean(train) if train else None,
-                       **({"note": "computed by another study and reused by content hash"} if reused else {})}
-    if "standard" in costs and "robust" in costs:
-        s, r = costs["standard"], costs["robust"]
-        costs["robust_over_standard"] = {
-            k: (r[k] / s[k] if r[k] and s[k] else None) for k in ("find_cpu_s_mean", "find_train_seconds_mean")}
-    timed = {n[len("cost-find-"):]: steps[n]["cpu_s"] for n in steps if n.startswith("cost-find-")}
-    if "standard" in timed:  # the controlled measurement: same data and levels, one after the other
-        costs["drawing_cpu_s"] = timed
-        costs["drawing_over_standard"] = {k: round(v / timed["standard"], 2) for k, v in timed.items()}
-    costs["total_cpu_s"] = round(sum(v["cpu_s"] for v in steps.values()), 1)
-    atomic_write_text(results / "costs.json", json.dumps(costs, indent=2) + "\n")
-    if rows:
-        seeds = max((r[k][2] for r in rows for k in kinds), default=0)
-        plot_compare(rows, kinds, results / "robust-tickets.png",
-                     title="resnet20-cifar10: IMP tickets drawn on CIFAR-10 with standard vs adversarial training, "
-                           f"then standard fine-tuning on the target (mean ± std over {seeds} seeds)")
-    return "\n".join(["## Transfer (standard fine-tuning)", "", table, "## Double-win", "", dw_text or "(no runs)", "",
-                      "## The tickets on the source task", "",
-                      *source_lines, "", "## Cost", "", "```json", json.dumps(
-                          {k: v for k, v in costs.items() if k != "steps"}, indent=2), "```", ""])

@@ -1,0 +1,50 @@
+"""How scores and ticket kinds are written, in figures and in report.md alike.
+
+Scores are shown ×100 (accuracy %, F1, MCC, Spearman as in GLUE) unless they are losses / perplexities; ticket
+kinds read "imp (own task)" or "imp from sst2"; file names are slugs of model, method and data fraction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tickets.study.matching import higher_is_better
+
+
+def score_scale(metric: str) -> float:
+    """Scores are shown ×100 (accuracy %, F1, MCC, Spearman as in GLUE) unless they are losses / perplexities."""
+    return 100.0 if higher_is_better(metric) else 1.0
+
+
+def score_unit(metric: str) -> str:
+    """Axis label of a score: "test accuracy (%)", "test mcc (×100)", "test loss"."""
+    return f"test {metric} (%)" if metric == "accuracy" else (f"test {metric} (×100)" if score_scale(metric) == 100
+                                                                else f"test {metric}")
+
+
+def format_pm(mean: float, std: float, metric: str, n: int | None = None) -> str:
+    """"91.2 ± 0.4 (n=3)": mean ± sd on the metric's scale (3 decimals for losses), with n when given."""
+    s = score_scale(metric)
+    text = f"{mean * s:.1f} ± {std * s:.1f}" if s == 100 else f"{mean:.3f} ± {std:.3f}"
+    return text + (f" (n={n})" if n is not None else "")
+
+
+def format_pct(s: float | None) -> str:
+    """A fraction (sparsity) as "59.0%"; "—" for None."""
+    return "—" if s is None else f"{100 * s:.1f}%"
+
+
+def format_fraction(f: float) -> str:
+    """A training-data fraction: "all" for 1.0, else "0.25"."""
+    return "all" if f == 1.0 else f"{f:g}"
+
+
+def ticket_label(source: str, target: str, method: str) -> str:
+    """"imp (own task)" for a ticket drawn on the target, else "imp from <source>"."""
+    return f"{method} (own task)" if source == target else f"{method} from {source}"
+
+
+def slug(*parts: Any) -> str:
+    """File-name-safe join of the non-empty parts with '-' (other characters than [A-Za-z0-9-_.] become '-')."""
+    text = "-".join(str(p) for p in parts if p not in (None, ""))
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)

@@ -1,0 +1,303 @@
+"""report.md: the setup, the story in a few bullets, tables, the figures, and the data files beside them.
+
+``write_report(DIR)`` (``tickets report DIR``) reads the runs (collect.py), draws the figures (figures.py), writes
+the data behind every figure and table as CSV + JSON (``tickets.fileio.write_rows``) and assembles ``report.md``:
+
+* score vs sparsity per ticket kind (method × source task) with error bars over seeds, against the dense band;
+* the highest matching sparsity table (both criteria, see ``tickets.study.matching``);
+* the transfer matrix (source task → target task) as heatmaps, one panel per sparsity;
+* per-layer sparsity of the tickets;
+* the overlap (IoU of kept weights) between tickets drawn on different tasks / by different methods / seeds.
+
+``markdown_table`` is also ``tickets demo``'s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from tickets.fileio import atomic_write_text, write_rows
+from tickets.study.matching import (
+    dense_baselines,
+    higher_is_better,
+    highest_matching_table,
+    ticket_curves,
+    transfer_vs_own,
+)
+from tickets.study.report.collect import collect
+from tickets.study.report.figures import curve_figures, layer_figures, matrix_figures, overlap_figures
+from tickets.study.report.labels import format_fraction, format_pct, format_pm, score_scale, ticket_label
+
+PRESET_TEXT = {
+    "cnn": "every conv weight except the stem",
+    "cnn-all": "every conv weight",
+    "all": "every conv and linear weight",
+    "bert": "Q, K, V, attention-out, FFN-in, FFN-out of every layer + pooler",
+}
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub markdown table: ``header`` cells, then one line per row; floats with 4 decimals."""
+
+    def cell(v: object) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def rows_metric(rows: list[dict], model: str, target: str) -> str:
+    """The metric of ``model`` on ``target`` in the score rows ("accuracy" when none is there)."""
+    return next((r["metric"] for r in rows if r["model"] == model and r["target"] == target), "accuracy")
+
+
+def _data_files(out: Path, stem: str, records: list[dict]) -> list[str]:
+    """``out/stem.csv`` + ``out/stem.json`` of ``records`` (``tickets.fileio.write_rows``); their file names."""
+    return [path.name for path in write_rows(records, out / stem)]
+
+
+def _setup_lines(ctx: dict) -> list[str]:
+    """The Setup section: models, tasks, seeds, methods, training, the sparsity denominator, matching, compute."""
+    configs = ctx["configs"]
+    rows = ctx["rows"]
+    lines = []
+    models = sorted({r["model"] for r in rows})
+    tasks = sorted({r["target"] for r in rows})
+    lines.append(f"- **Models**: {', '.join(models)}. **Tasks**: {', '.join(tasks)}. "
+                 f"**Seeds**: {', '.join(str(s) for s in ctx['seeds'])} (every mean ± sd is over these seeds; sd is "
+                 "the sample standard deviation).")
+    methods = sorted({c["method"] for c in configs.values() if "method" in c})
+    levels = sorted({round(lv, 4) for c in configs.values() for lv in c.get("levels", []) if lv > 0})
+    if methods:
+        lines.append(f"- **Ticket methods**: {', '.join(methods)}; sparsity levels "
+                     f"{', '.join(f'{100 * s:.1f}%' for s in levels)} of the prunable set.")
+    train = {}
+    for c in configs.values():
+        t, d = c["train"], c["data"]
+        key = (t["epochs"], t["optimizer"], t["lr"], t["lr_schedule"], t["batch_size"], t["weight_decay"],
+               d.get("train_size"), d.get("val_fraction"), d.get("val_size"), d.get("limit"), d.get("augment"))
+        train.setdefault(key, 0)
+        train[key] += 1
+    for (ep, opt, lr, sched, bs, wd, ts, vf, vs, limit, aug), n in sorted(train.items(), key=lambda kv: -kv[1]):
+        val = f"{vs} examples" if vs else f"{vf:.0%}"
+        lines.append(f"- **Training** ({n} runs): {ep} epochs per fine-tune, {opt} lr {lr:g} ({sched}), batch {bs}, "
+                     f"weight decay {wd:g}; {'a seeded subset of ' + str(ts) if ts else 'all'} training examples "
+                     f"per run ({val} of it carved off for model selection){', augmented' if aug else ''}; "
+                     f"scores on {'the first ' + str(limit) if limit else 'all'} test examples.")
+    lines.append("- **Fine-tuning**: every ticket is θ0 (the pre-trained weights) under its mask, with a fresh "
+                 "head for the task, fine-tuned with the mask held fixed; the dense baseline is θ0 fine-tuned "
+                 "the same way without a mask.")
+    denominators: dict[tuple, list[dict]] = {}
+    for t in ctx["tickets"]:
+        rep = t.get("report") or {}
+        p = rep.get("prunable")
+        if p:
+            pset = ctx["configs"].get(Path(t["path"]).parent.parent.name, {}).get("prunable")
+            preset = f"preset `{pset['preset']}` ({PRESET_TEXT.get(pset['preset'], 'see docs')})" if isinstance(
+                pset, dict) else "the prunable set"
+            denominators.setdefault((t["model"], preset, p["tensors"], p["total"]), []).append(rep.get("model"))
+    texts = []
+    for (model, preset, tensors, total), wholes in sorted(denominators.items()):
+        fracs = sorted({round(100 * w["prunable_fraction"], 1) for w in wholes if w})
+        share = "" if not fracs else (f" = {fracs[0]}% of the model's parameters" if len(fracs) == 1 else
+                                      f" = {fracs[0]}–{fracs[-1]}% of the model's parameters (the head's size "
+                                      "depends on the task)")
+        texts.append(f"{model}: {preset}, {tensors} tensors, {total:,} weights{share}")
+    if texts:
+        lines.append("- **Denominator**: every sparsity is the pruned fraction of the *prunable set*, not of the "
+                     f"whole model — {'; '.join(texts)}. Heads, biases and normalisation layers are never pruned.")
+    lines.append("- **Matching**: a ticket is *matching* when its mean score is within one standard deviation of "
+                 "the dense model's mean (mean ≥ dense mean − dense sd), and *at least dense* when mean ≥ dense mean "
+                 "(the stricter criterion). The highest matching sparsity is the largest sparsity at which it "
+                 "matches.")
+    progress = [p for p in ctx["progress"] if p.get("status") == "done"]
+    train_seconds = sum(r.get("train_seconds", 0.0) for r in rows)
+    if progress:
+        cpu = sum(p["cpu_seconds"] for p in progress)
+        wall = sum(p["wall_seconds"] for p in progress)
+        lines.append(f"- **Compute**: this study ran {len(progress)} jobs in {wall / 3600:.2f} h wall, "
+                     f"{cpu / 3600:.2f} CPU-hours (process CPU time); the training loops of all runs the report "
+                     f"reads (including runs reused from elsewhere; evaluation not counted) took "
+                     f"{train_seconds / 3600:.2f} h wall.")
+    else:
+        lines.append(f"- **Compute**: fine-tuning in the runs read took {train_seconds / 3600:.2f} h wall.")
+    return lines
+
+
+def _findings(ctx: dict, table: list[dict], vs_own: list[dict], overlap: list[dict]) -> list[str]:
+    """The story in a few bullets: matching sparsities, methods compared, transfer vs own tickets, overlap."""
+    lines = []
+    by_task: dict[tuple, list[dict]] = {}
+    for r in table:
+        by_task.setdefault((r["model"], r["target"], r["fraction"]), []).append(r)
+    for (model, target, fraction), recs in by_task.items():
+        kinds = "; ".join(f"{ticket_label(r['source'], target, r['method'])} "
+                          f"**{format_pct(r['within_1sd'] and r['within_1sd']['sparsity'])}** / "
+                          f"{format_pct(r['at_least_dense'] and r['at_least_dense']['sparsity'])}" for r in recs)
+        data = "" if fraction == 1.0 else f" ({fraction:g} of the training data)"
+        lines.append(f"- Highest matching sparsity on **{target}**{data} (within 1 sd / ≥ dense mean): {kinds}; "
+                     f"tested up to {format_pct(max(r['max_sparsity'] for r in recs))}.")
+    curves = ticket_curves(ctx["rows"])
+    dense = dense_baselines(ctx["rows"])
+    for (model, target, fraction), recs in by_task.items():
+        own = [r for r in recs if r["source"] == target]
+        if len(own) < 2:
+            continue
+        metric = own[0]["metric"]
+        sc = score_scale(metric)
+        pts = {r["method"]: {p["level"]: p for p in curves[(model, target, fraction, target, r["method"])]}
+               for r in own}
+        levels = sorted(set.intersection(*(set(v) for v in pts.values())))
+        if not levels:
+            continue
+        sign = 1 if higher_is_better(metric) else -1
+        best = [max(pts, key=lambda m: sign * pts[m][lv]["score"].mean) for lv in levels]
+        top = levels[-1]
+        scores = ", ".join(f"{m} {pts[m][top]['score'].mean * sc:.1f}" for m in sorted(
+            pts, key=lambda m: -sign * pts[m][top]["score"].mean))
+        d = dense.get((model, target, fraction))
+        wins = ", ".join(f"{m} at {best.count(m)}" for m in sorted(set(best), key=lambda m: -best.count(m)))
+        lines.append(f"- Methods on **{target}**: best at {len(levels)} sparsities — {wins}; at "
+                     f"{format_pct(pts[own[0]['method']][top]['sparsity'])}: {scores}"
+                     f"{'' if d is None else f' (dense {d.mean * sc:.1f})'}.")
+    for v in vs_own:
+        ahead = "higher" if v["mean_diff"] > 0 else "lower"
+        data = "" if v["fraction"] == 1.0 else f" ({v['fraction']:g} of the training data)"
+        scale = score_scale(rows_metric(ctx["rows"], v["model"], v["target"]))
+        lines.append(f"- On **{v['target']}**{data}, {v['method']} tickets from **{v['source']}** scored {ahead} "
+                     f"than {v['target']}'s own {v['method']} tickets on average ({v['mean_diff'] * scale:+.1f} "
+                     f"points), better at {v['wins']} of {len(v['levels'])} sparsities.")
+    groups: dict[str, list[dict]] = {}
+    for r in overlap:
+        if r["pairs"] != "same seed":
+            continue
+        (ma, sa), (mb, sb) = r["a"].split(" on ", 1), r["b"].split(" on ", 1)
+        if ma == mb and sa != sb:
+            groups.setdefault(f"{ma} tickets drawn on different tasks", []).append(r)
+        elif sa == sb and ma != mb:
+            pair = " and ".join(sorted((ma, mb), key=lambda m: (m != "imp", m)))
+            groups.setdefault(f"{pair} tickets drawn on the same task", []).append(r)
+    for what, recs in groups.items():
+        lo, hi = min(r["iou"] for r in recs), max(r["iou"] for r in recs)
+        rl, rh = min(r["random_expectation"] for r in recs), max(r["random_expectation"] for r in recs)
+        span = f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}–{hi:.2f}"
+        rspan = f"{rl:.2f}" if f"{rl:.2f}" == f"{rh:.2f}" else f"{rl:.2f}–{rh:.2f}"
+        lines.append(f"- Overlap: {what} share IoU {span} of their kept weights at "
+                     f"{format_pct(min(r['sparsity'] for r in recs))}–{format_pct(max(r['sparsity'] for r in recs))} "
+                     f"sparsity (two random masks: {rspan}).")
+    return lines
+
+
+def write_report(directory: str | Path, *, to: str | Path | None = None) -> Path:
+    """Write ``report.md`` + PNGs + CSV/JSON for the study or runs in ``directory`` (into ``to`` if given)."""
+    ctx = collect(directory)
+    out = Path(to) if to else Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = ctx["rows"]
+    table = highest_matching_table(rows)
+    vs_own = transfer_vs_own(rows)
+    dense = dense_baselines(rows)
+
+    data_files = _data_files(out, "scores", [{k: r[k] for k in ("model", "kind", "source", "method", "target",
+                                                                "fraction", "level", "sparsity", "seed", "metric",
+                                                                "score", "train_size", "run")} for r in rows])
+    curve_png, curve_md, curve_rec = curve_figures(ctx, out)
+    data_files += _data_files(out, "curves", curve_rec)
+    data_files += _data_files(out, "highest_matching", table)
+    matrix_png, matrix_md, matrix_rec = matrix_figures(ctx, out)
+    data_files += _data_files(out, "transfer_matrix", matrix_rec)
+    data_files += _data_files(out, "transfer_vs_own", [{**{k: v for k, v in r.items() if k != "levels"}, **lv}
+                                                       for r in vs_own for lv in r["levels"]])
+    layer_png, layer_md, layer_rec = layer_figures(ctx, out)
+    data_files += _data_files(out, "layer_sparsity", layer_rec)
+    overlap_png, overlap_md, overlap_rec = overlap_figures(ctx, out)
+    data_files += _data_files(out, "overlap_iou", overlap_rec)
+
+    lines = [f"# Study: {ctx['name']}", ""]
+    if ctx["description"]:
+        lines += [ctx["description"].strip(), ""]
+    lines += ["## Setup", ""] + _setup_lines(ctx) + [""]
+    findings = _findings(ctx, table, vs_own, overlap_rec)
+    if findings:
+        lines += ["## At a glance", ""] + findings + [""]
+
+    lines += ["## Dense baselines", "",
+              markdown_table(["model", "task", "training data", "metric", "mean ± sd (×100)", "seeds"],
+                             [[m, t, format_fraction(f), rows_metric(rows, m, t),
+                               format_pm(d.mean, d.std, rows_metric(rows, m, t)), ", ".join(map(str, d.seeds))]
+                              for (m, t, f), d in sorted(dense.items())]), ""]
+
+    lines += ["## Score vs sparsity", "",
+              "Each panel is one task: the dense model (dashed line, grey band ±1 sd), tickets drawn on that task "
+              "(solid) and tickets drawn on another task and transferred (dashed). Error bars: ±1 sd over seeds. "
+              "Hollow markers are *not* matching.", ""] + curve_md + [""]
+    tab = []
+    for r in curve_rec:
+        if r["ticket"] == "dense":
+            continue
+        d = dense.get((r["model"], r["target"], r["fraction"]))
+        metric = rows_metric(rows, r["model"], r["target"])
+        tab.append([r["target"], format_fraction(r["fraction"]), r["ticket"], format_pct(r["sparsity"]),
+                    format_pm(r["mean"], r["std"], metric, r["n"]),
+                    "" if d is None else f"{(r['mean'] - d.mean) * score_scale(metric):+.1f}",
+                    "yes" if r["matching"] else "no", "yes" if r["at_least_dense"] else "no"])
+    lines += ["<details><summary>every point (table)</summary>", "",
+              markdown_table(["task", "data", "ticket", "sparsity", "score mean ± sd", "Δ vs dense", "matching",
+                              "≥ dense"], tab), "", "</details>", ""]
+
+    lines += ["## Highest matching sparsity", "",
+              "Per model × task × ticket kind: the largest sparsity at which the ticket is matching (within 1 sd of "
+              "dense) and at least the dense mean; — means no tested sparsity qualifies.", "",
+              markdown_table(["model", "task", "data", "ticket", "dense mean ± sd", "highest matching (1 sd)",
+                              "score there", "highest ≥ dense", "score there", "tested up to"],
+                             [[r["model"], r["target"], format_fraction(r["fraction"]),
+                               ticket_label(r["source"], r["target"], r["method"]),
+                               "—" if r["dense"] is None else format_pm(r["dense"]["mean"], r["dense"]["std"],
+                                                                         r["metric"], r["dense"]["n"]),
+                               format_pct(r["within_1sd"] and r["within_1sd"]["sparsity"]),
+                               "" if not r["within_1sd"] else format_pm(r["within_1sd"]["score"]["mean"],
+                                                                        r["within_1sd"]["score"]["std"], r["metric"]),
+                               format_pct(r["at_least_dense"] and r["at_least_dense"]["sparsity"]),
+                               "" if not r["at_least_dense"] else format_pm(r["at_least_dense"]["score"]["mean"],
+                                                                            r["at_least_dense"]["score"]["std"],
+                                                                            r["metric"]),
+                               format_pct(r["max_sparsity"])] for r in table]), ""]
+
+    if matrix_md:
+        lines += ["## Transfer matrix", "",
+                  "Rows: the task a ticket was drawn on; columns: the task it was fine-tuned on. Each cell is the "
+                  "mean test score over seeds; colour and the second number are the difference to the target's "
+                  "dense mean (blue = better than dense); ✓ marks matching cells; the bold diagonal holds tickets "
+                  "drawn on the target itself.", ""] + matrix_md + [""]
+        if vs_own:
+            lines += ["Transferred tickets minus the target's own tickets (same method, sparsity and data; "
+                      "positive = the transferred ticket is better):", "",
+                      markdown_table(["target", "data", "ticket from", "method"] +
+                                     [f"{format_pct(lv['sparsity'])}" for lv in vs_own[0]["levels"]] + ["better at"],
+                                     [[v["target"], format_fraction(v["fraction"]), v["source"], v["method"]] +
+                                      [f"{lv['diff'] * score_scale(rows_metric(rows, v['model'], v['target'])):+.1f}"
+                                       for lv in v["levels"]] +
+                                      [f"{v['wins']}/{len(v['levels'])}"] for v in vs_own]), ""]
+    if layer_md:
+        lines += ["## Per-layer sparsity", "",
+                  "Sparsity of each prunable tensor (pruned / weights of that tensor) in the tickets drawn by each "
+                  "method on each task, mean over seeds; the dotted line is the overall sparsity of the prunable "
+                  "set.", ""] + layer_md + [""]
+    if overlap_md:
+        lines += ["## Overlap between tickets", "",
+                  "IoU = |kept ∩ kept′| / |kept ∪ kept′| over the prunable set, for tickets at the same sparsity. "
+                  "Off-diagonal: two ticket kinds with the same seed (mean over seeds); diagonal: the same kind "
+                  "drawn with different seeds. Two random masks of density d overlap by d / (2 − d) in "
+                  "expectation (given in each panel's title).", ""] + overlap_md + [""]
+    lines += ["## Files", "",
+              "Data behind every figure and table (CSV and JSON): " + ", ".join(f"`{f}`" for f in data_files) + ".",
+              f"Run directories: {len(ctx['configs'])} "
+              f"({'listed in jobs.json' if (Path(directory) / 'jobs.json').exists() else 'in ' + str(directory)}); "
+              "scores are `test` in each level's `metrics.json`.", ""]
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    for png in curve_png + matrix_png + layer_png + overlap_png:
+        assert (out / png).stat().st_size > 0
+    return report
