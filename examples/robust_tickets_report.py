@@ -22,7 +22,6 @@ from typing import Any
 from tickets.config import FindConfig, from_dict, merge
 from tickets.errors import TicketsError
 from tickets.fileio import atomic_write_text, flatten, read_json, write_rows
-from tickets.runs import config_hash
 from tickets.study.robust import (
     adversarial_label,
     collect_transfers,
@@ -36,8 +35,7 @@ from tickets.study.robust import (
     plot_compare,
     ticket_checksums,
 )
-from tickets.verbs.find import resolved_config
-from tickets.verbs.prepare import prepare
+from tickets.verbs.find import run_path
 
 # The study's `tickets find` settings: FIND (+ ROBUST for the robust tickets) in examples/robust-tickets.py, as a
 # config. tests/test_robust.py checks that the two agree.
@@ -68,13 +66,9 @@ def find_config(kind: str, seed: int) -> FindConfig:
 
 def find_run_path(cfg: FindConfig, out: str | Path, *, data_root: str | Path | None = None,
                   model_root: str | Path | None = None) -> Path:
-    """``out/find-<hash>``: the run directory ``find_tickets(cfg, out=out)`` writes to, without running it.
-
-    Resolves the config as ``tickets.verbs.find.find_tickets`` does (``prepare`` loads the model and task, so the
-    data and model roots must be reachable: ``data_root`` / ``model_root`` or TICKETS_DATA / TICKETS_MODELS)."""
-    prepared = prepare(cfg.model, cfg.task, head=cfg.head, seed=cfg.seed, prunable=cfg.prunable, data=cfg.data,
-                       data_root=data_root, model_root=model_root)
-    return Path(out) / f"find-{config_hash(resolved_config(cfg, prepared))}"
+    """``out/find-<hash>``: the run directory ``find_tickets(cfg, out=out)`` writes to, without running it
+    (``tickets.verbs.find.run_path``: registry facts only, no model or data loaded; the roots are not needed)."""
+    return run_path(cfg, out)
 
 
 def read_steps(steps_log: str | Path) -> dict[str, dict]:

@@ -249,14 +249,9 @@ class Expander:
 
     def resolved_find(self, cfg: FindConfig) -> dict:
         """``find.resolved_config`` fed registry facts instead of a loaded model and data."""
-        from tickets.masks import PrunableSet
-        from tickets.models import MODELS, model_family
-        from tickets.tasks import canonical_task
-        from tickets.verbs.find import resolved_config
+        from tickets.verbs.find import planned_config
 
-        return resolved_config(cfg, model_id=cfg.model, task=canonical_task(cfg.task),
-                               prunable=PrunableSet.parse(cfg.prunable or self.preset(cfg.model)),
-                               family=model_family(cfg.model), recipe=MODELS.meta(cfg.model).get("recipe"))
+        return planned_config(cfg, preset=self.preset(cfg.model))
 
     def resolved_transfer(self, cfg: TransferConfig) -> dict:
         """``transfer.resolved_config``, with the ticket read from its file and no model or data loaded."""

@@ -71,6 +71,26 @@ def resolved_config(cfg: FindConfig, *, model_id: str, task: str, prunable: Prun
     return d
 
 
+def planned_config(cfg: FindConfig, *, preset: str | None = None) -> dict:
+    """``resolved_config`` from registry facts (the model's preset, family and recipe, the task's canonical
+    name) without loading the model or any data: what ``find_tickets(cfg)`` will hash, for registered names.
+    ``preset`` overrides the registry's default prunable preset (for models registered without one)."""
+    from tickets.models import MODELS, model_family
+    from tickets.tasks import canonical_task
+
+    preset = preset or MODELS.meta(cfg.model).get("preset") or "all"
+    return resolved_config(cfg, model_id=cfg.model, task=canonical_task(cfg.task),
+                           prunable=PrunableSet.parse(cfg.prunable or preset), family=model_family(cfg.model),
+                           recipe=MODELS.meta(cfg.model).get("recipe"))
+
+
+def run_path(cfg: FindConfig, out: str | Path = "runs") -> Path:
+    """The run directory ``find_tickets(cfg, out=out)`` writes to, computed without running or loading anything."""
+    from tickets.runs import config_hash
+
+    return Path(out) / f"find-{config_hash(planned_config(cfg))}"
+
+
 def find_tickets(
     cfg: FindConfig,
     *,
