@@ -143,7 +143,7 @@ def test_val_size_and_limit(tmp_path):
     _write_npz(tmp_path, "cifar10")
     t = load_task("cifar10", model=RESNET, data_root=tmp_path, data=DataConfig(val_size=7, limit=5))
     assert (len(t.train), len(t.val), len(t.test)) == (93, 5, 5)
-    t0 = load_task("cifar10", model=RESNET, data_root=tmp_path, data=DataConfig(val_size=0))
+    t0 = load_task("cifar10", model=RESNET, data_root=tmp_path, data=DataConfig(val_size=0))  # evaluation only
     assert len(t0.val) == 0 and list(t0.val.batches(4)) == [] and len(t0.train) == 100
     full = load_task("cifar10", model=RESNET, data_root=tmp_path)
     assert torch.equal(full.test.limit(5).x, t.test.x)  # limit = the first N in the fixed order

@@ -109,7 +109,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, path: tuple 
             _FLAGS_BY_COMMAND[command].add(flag)
             continue
         target.add_argument(flag, dest=dest, default=argparse.SUPPRESS, type=_arg_type(inner, meta),
-                            choices=None if meta.get("parse") else choices_of(f), metavar=meta.get("metavar"),
+                            choices=None if meta.get("parse") else choices_of(f),
+                            metavar=None if choices_of(f) else (meta.get("metavar") or f.name.upper()),
                             help=text)
 
 

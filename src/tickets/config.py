@@ -127,8 +127,9 @@ class DataConfig:
     val_fraction: float = option(0.1, gt=0, lt=1,
                                  help="fraction of the (subset) training split carved off for model selection "
                                       "(default 0.1; stratified by class for classification)")
-    val_size: int | None = option(None, ge=1, metavar="N",
-                                  help="exact validation size; overrides --val-fraction")
+    val_size: int | None = option(None, ge=0, metavar="N",
+                                  help="exact validation size; overrides --val-fraction (0: no validation split, "
+                                       "for evaluation only — fine-tuning needs one)")
     limit: int | None = option(None, ge=1, metavar="N",
                                help="evaluate on the first N validation/test examples only")
     augment: bool = option(True, help="random crop + flip (images, where the task allows flips)")
@@ -322,8 +323,9 @@ class FindConfig:
     scope: str = option("global", choices=SCOPES, help="rank weights globally (default) or per tensor")
     schedule: ScheduleConfig = option(factory=ScheduleConfig, help="the sparsity of each level")
     rewind: str = option("theta0", check=_check_rewind,
-                         help="where IMP's survivors go back to: theta0 (default), step:K (weights, optimizer state "
-                              "and learning-rate schedule as at step K of the dense fine-tune), reinit")
+                         help="where IMP's survivors go back to: theta0 (default), step:K (the weights after step K "
+                              "of the dense fine-tune; later levels train steps K..T of the same schedule and data "
+                              "order, with a fresh optimizer state), reinit (random re-initialisation)")
     head: str = option("fresh", choices=HEAD_POLICIES,
                        help="task head: fresh (seeded new head, the same each level; default) or pretrained (keep "
                             "the shipped head; only on the model's own label space)")
@@ -397,6 +399,12 @@ class RunOptions:
                                 help="also log every epoch to these sinks: tensorboard, mlflow (comma-separated)")
 
 
+def _check_fine_tune_data(cfg: Any) -> None:
+    if cfg.data.val_size == 0:
+        raise TicketsError("data.val_size is 0 but fine-tuning selects its epoch on a validation split: give "
+                           "--val-size N >= 1 or drop it (default: --val-fraction 0.1)")
+
+
 def _check_attacks(cfg: Any) -> None:
     """Resolve every attack block once so their errors appear before anything is loaded."""
     train = getattr(cfg, "train", None)
@@ -415,6 +423,7 @@ def validate_find(cfg: FindConfig) -> None:
     validate(cfg, "")
     resolve_schedule(cfg.schedule)
     _check_attacks(cfg)
+    _check_fine_tune_data(cfg)
 
 
 def validate_transfer(cfg: TransferConfig) -> None:
@@ -424,6 +433,7 @@ def validate_transfer(cfg: TransferConfig) -> None:
                            "--task T")
     validate(cfg, "")
     _check_attacks(cfg)
+    _check_fine_tune_data(cfg)
 
 
 def validate_eval(cfg: EvalConfig) -> None:

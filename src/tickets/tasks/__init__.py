@@ -76,4 +76,7 @@ def load_task(
     """Build task ``name`` for ``model`` (a ModelSpec: image inputs are resized / channel-matched to it, text is
     tokenised with its tokenizer). Data comes from ``data_root`` / ``--data-root`` / ``TICKETS_DATA``; ``seed``
     picks the ``train_size`` subset and the validation carve. TicketsError for an unknown name or missing data."""
+    from tickets.hparams import validate
+
+    validate(data, "data")  # a DataConfig built in Python skips from_dict's checks
     return TASKS.get(name)(name, model=model, data_root=data_root, data=data, seed=seed)

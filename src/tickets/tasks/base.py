@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
 from tickets.config import DataConfig
+from tickets.errors import TicketsError
 
-__all__ = ["Batch", "DataConfig", "Metric", "Split", "Task", "higher_is_better"]
+__all__ = ["Batch", "DataConfig", "Metric", "Split", "Task", "carve", "higher_is_better"]
 
 Batch = dict[str, torch.Tensor]
 
@@ -95,3 +97,39 @@ class Task:
 
             raise TicketsError(f"unknown split {name!r}: choose one of train, val, test")
         return getattr(self, name)
+
+
+def carve(n: int, data: DataConfig, seed: int, labels: np.ndarray | None = None,
+          *, task: str = "task") -> tuple[np.ndarray, np.ndarray]:
+    """(train positions, val positions) of an ``n``-example training split — the one carve of every task.
+
+    A seeded permutation (``numpy.random.default_rng(seed)``) picks the ``train_size`` subset; ``val_size`` (else
+    ``round(val_fraction × subset)``, at least 1; ``val_size`` 0: none, for evaluation-only use) of it is carved off
+    for model selection. With integer class
+    ``labels`` (classification) the carve is stratified: each class gives its share of the validation split
+    (largest remainders), so a small validation split still holds every class. Positions keep the permuted
+    order. TicketsError when ``train_size`` exceeds ``n`` or the carve leaves no training examples."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    if data.train_size is not None:
+        if not 1 <= data.train_size <= n:
+            raise TicketsError(f"train_size {data.train_size} is outside 1..{n} for {task!r} (it has {n} training "
+                               "examples): lower --train-size")
+        perm = perm[: int(data.train_size)]
+    m = len(perm)
+    n_val = int(data.val_size) if data.val_size is not None else max(1, int(round(float(data.val_fraction) * m)))
+    if not 0 <= n_val < m:
+        raise TicketsError(f"a validation split of {n_val} leaves no training examples out of {m} in {task!r}: "
+                           "lower --val-size / --val-fraction or raise --train-size")
+    if labels is None or not np.issubdtype(np.asarray(labels).dtype, np.integer):
+        return perm[n_val:], perm[:n_val]
+    y = np.asarray(labels)[perm]
+    classes, counts = np.unique(y, return_counts=True)
+    share = counts * n_val / m
+    take = np.floor(share).astype(int)
+    for i in np.argsort(-(share - take), kind="stable")[: n_val - int(take.sum())]:
+        take[i] += 1
+    is_val = np.zeros(m, dtype=bool)
+    for c, k in zip(classes, take):
+        is_val[np.flatnonzero(y == c)[:k]] = True
+    return perm[~is_val], perm[is_val]

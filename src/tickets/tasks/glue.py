@@ -33,11 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from tickets.errors import TicketsError
-from tickets.tasks.base import Batch, DataConfig, Task
+from tickets.tasks.base import Batch, DataConfig, Task, carve
 from tickets.tasks.text import (
     TokenSplit,
     cached_arrays,
-    carve,
     dynamic_padding_default,
     file_hash,
     model_max_length,
@@ -352,7 +351,8 @@ def load_glue_task(
         return TokenSplit(store, rows, pad_id=pad_id, max_length=max_length, token_types=use_types, dynamic_padding=dyn)
 
     n_train = len(stores["train"]["offsets"]) - 1
-    tr, va = carve(n_train, data, seed)
+    labels = stores["train"].get("labels")
+    tr, va = carve(n_train, data, seed, labels, task=f"glue/{key}")
     train = make(stores["train"], tr)
     val = make(stores["train"], va).limit(data.limit)
     test = make(stores["test"], np.arange(len(stores["test"]["offsets"]) - 1)).limit(data.limit)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from tickets.errors import TicketsError
-from tickets.tasks.base import Batch, DataConfig, Task
+from tickets.tasks.base import Batch, DataConfig, Task, carve
 
 DIGIT_TASKS = ("digits", "digits-0-4", "digits-5-9")
 FILE_TASKS = {"cifar10": "cifar10", "cifar100": "cifar100", "mnist": "mnist", "fashion-mnist": "fashion_mnist"}
@@ -548,22 +548,8 @@ def load_image_task(
 
 def build_image_task(name: str, raw: RawImages, *, model: Any = None, data: DataConfig = DataConfig(),
                      seed: int = 0) -> Task:
-    n = len(raw.y_train)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    if data.train_size is not None:
-        if not 0 < data.train_size <= n:
-            raise TicketsError(f"train_size {data.train_size} is outside 1..{n} for task {name!r}: lower it")
-        perm = perm[: data.train_size]
-    m = len(perm)
-    if data.val_size is not None:
-        n_val = int(data.val_size)
-    else:
-        if not 0.0 <= data.val_fraction < 1.0:
-            raise TicketsError(f"val_fraction must be in [0, 1), got {data.val_fraction}")
-        n_val = int(round(data.val_fraction * m))
-    if not 0 <= n_val < m:
-        raise TicketsError(f"val_size {n_val} leaves no training data out of {m} for task {name!r}: lower it")
-    val_idx, train_idx = perm[:n_val], perm[n_val:].sort().values
+    train_pos, val_pos = carve(len(raw.y_train), data, seed, raw.y_train.numpy(), task=name)
+    train_idx, val_idx = torch.from_numpy(np.sort(train_pos)), torch.from_numpy(val_pos)
     test_order = torch.randperm(len(raw.y_test), generator=torch.Generator().manual_seed(EVAL_ORDER_SEED))
 
     side = int(raw.x_train.shape[-1])

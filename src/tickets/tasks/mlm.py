@@ -44,11 +44,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tickets.errors import TicketsError
-from tickets.tasks.base import Batch, DataConfig, Task
+from tickets.tasks.base import Batch, DataConfig, Task, carve
 from tickets.tasks.text import (
     TokenSplit,
     cached_arrays,
-    carve,
     dynamic_padding_default,
     file_hash,
     model_max_length,
@@ -369,7 +368,7 @@ def load_mlm_task(
         raise TicketsError(
             f"{name}: {train_file} gives only {len(pool)} training block(s) of {body} tokens: use a bigger file"
         )
-    tr, va = carve(len(pool), data, seed)
+    tr, va = carve(len(pool), data, seed, task=name)
     train = make(train_store, pool[tr], int(train_hash[:8], 16), False)
     val = make(train_store, pool[va], int(train_hash[:8], 16), True).limit(data.limit)
     test = make(test_store, test_rows, int(test_hash[:8], 16), True).limit(data.limit)

@@ -256,29 +256,6 @@ def pack_sequences(
     return out
 
 
-def carve(n: int, data: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train positions, val positions) of an n-example training split: a seeded ``train_size`` subset, then a
-    seeded validation carve (``val_size``, else ``round(val_fraction * subset)``, at least 1 when asked for)."""
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)
-    if data.train_size is not None:
-        if data.train_size < 1:
-            raise TicketsError(f"train_size must be >= 1, got {data.train_size}")
-        perm = perm[: min(int(data.train_size), n)]
-    m = len(perm)
-    if data.val_size is not None:
-        n_val = int(data.val_size)
-    else:
-        n_val = int(round(float(data.val_fraction) * m))
-        if data.val_fraction > 0 and m >= 2:
-            n_val = max(n_val, 1)
-    if n_val < 0 or n_val >= m:
-        raise TicketsError(
-            f"validation size {n_val} leaves no training examples out of {m}: lower val_size/val_fraction"
-        )
-    return perm[n_val:], perm[:n_val]
-
-
 def dynamic_padding_default(data: DataConfig, dynamic_padding: bool | None) -> bool:
     if dynamic_padding is not None:
         return bool(dynamic_padding)
