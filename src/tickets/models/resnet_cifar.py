@@ -9,6 +9,7 @@ mean/std normalisation the checkpoints were trained with lives in ``normalize`` 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -100,21 +101,30 @@ def fill_bn_counters(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[
     return out
 
 
-def build_resnet(depth: int, weights: Path | None) -> ModelSpec:
+def build_resnet(depth: int, weights: str | os.PathLike | None) -> ModelSpec:
+    """ResNet-``depth`` for CIFAR; ``weights``: any checkpoint file ``tickets.statedict.load_checkpoint`` reads
+    (the shipped ``.th`` files: ``{"state_dict": {"module." + name: tensor}}``), else the seeded random init. A head
+    (``linear``) of another shape stays fresh and ``pretrained_task`` is then None."""
+    from tickets.statedict import load_checkpoint
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # deterministic random init (pretrained=False)
         module = ResNetCifar(depth)
+    name = f"resnet{depth}-cifar10"
     info: dict = {"architecture": f"resnet{depth} (CIFAR, option-A shortcuts)", "pretrained": weights is not None}
+    head_loaded = False
     if weights is not None:
-        module.load_state_dict(fill_bn_counters(module, load_state(weights)), strict=True)
-        info["weights"] = str(weights)
+        what = f"could not load weights for {name!r} from {str(weights)!r}"
+        report = load_checkpoint(module, weights, head=("linear",), what=what)
+        info.update(weights=report.path, weights_sha256=report.sha256, weights_notes=report.notes)
+        head_loaded = report.head_loaded
     module.eval()
     return ModelSpec(
-        name=f"resnet{depth}-cifar10",
+        name=name,
         module=module,
         head=["linear"],
         prunable_preset="cnn",
-        pretrained_task="cifar10" if weights is not None else None,
+        pretrained_task="cifar10" if head_loaded else None,
         num_outputs=10,
         input_size=32,
         in_channels=3,
