@@ -261,3 +261,18 @@ def test_cifar_resnet_and_mobilenet_v1_weights_path(tmp_path):
     torch.save({"model": {f"module.{k}": v for k, v in mob.items()}}, tmp_path / "mnv1.pth")
     spec = build_mobilenet(tmp_path / "mnv1.pth")
     assert spec.pretrained_task == "imagenet" and spec.info["weights_sha256"]
+
+
+def test_cifar_and_mobilenet_v1_factories(tmp_path, monkeypatch):
+    from tickets.models import mobilenet, resnet_cifar
+
+    monkeypatch.delenv("TICKETS_MODELS", raising=False)
+    assert resnet_cifar.load("resnet32-cifar10", pretrained=False).name == "resnet32-cifar10"
+    with pytest.raises(TicketsError, match="unknown CIFAR ResNet 'resnet21-cifar10'"):
+        resnet_cifar.load("resnet21-cifar10")
+    with pytest.raises(TicketsError, match="TICKETS_MODELS"):
+        resnet_cifar.load("resnet20-cifar10")
+    state = mobilenet.load(pretrained=False).module.state_dict()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "m.pth")
+    spec = mobilenet.load(weights=tmp_path / "m.pth")
+    assert spec.info["weights"] == str(tmp_path / "m.pth") and spec.pretrained_task == "imagenet"

@@ -351,6 +351,9 @@ def test_subset_mode_for_masks(r18_state):
     # a mask entry that lands nowhere is an error, not silently skipped
     with pytest.raises(TicketsError, match=r"unexpected 'module\.layer9\.weight'"):
         match_keys({**masks, "module.layer9.weight": 1}, params, subset=True, what="mask")
+    # a mask over a few tensors: stripping 'module.' is the answer, not swapping 'module.layer1.' for 'layer2.'
+    few = {f"module.layer1.1.conv{i}.weight": torch.ones(1) for i in (1, 2)}
+    assert match_keys(few, params, subset=True)[0] == {k: k[len("module."):] for k in few}
     # plain names need no renaming
     assert match_keys(params[:3], params, subset=True) == ({k: k for k in params[:3]}, [])
 

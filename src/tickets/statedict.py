@@ -433,9 +433,17 @@ def match_keys(
             for q in suffixes.get(".".join(comps[i:]), ()):
                 votes[(p, q)] += 1
     need = 1 if subset else max(1, len(required))
-    candidates = [c for c, v in votes.most_common() if v >= need and c != ("", "")][:64]
-    evaluated = [evaluate(p, q) for p, q in candidates]
-    good = [f for f in evaluated if fits(f)]
+    candidates = [
+        (p, q) for (p, q), v in votes.most_common()
+        # a mask may cover a few tensors only: there, swapping leading components (layer1. → layer2.) could fit
+        # by accident, so subset mode only strips or only adds
+        if v >= need and (p, q) != ("", "") and not (subset and p and q)
+    ][:64]
+    good: list[_Fit] = []
+    for p, q in candidates:
+        fit = evaluate(p, q)
+        if fits(fit) and all(fit.mapping != other.mapping for other in good):  # same renaming, simpler spelling
+            good.append(fit)
     if len(good) == 1:
         return _result(good[0], dropped, [], target, heads, subset)
     if len(good) > 1:

@@ -108,3 +108,19 @@ def build_mobilenet(weights: str | os.PathLike | None) -> ModelSpec:
         in_channels=3,
         info=info,
     )
+
+
+def load(
+    name: str = "mobilenet-v1-0.75",
+    *,
+    model_root: str | os.PathLike | None = None,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+) -> ModelSpec:
+    """Registry factory for ``mobilenet-v1-0.75``: ``weights`` (any checkpoint layout) if given, else the shipped
+    file under the model root when ``pretrained``, else the seeded random init."""
+    if weights is None and pretrained:
+        from tickets.models import weights_path
+
+        weights = weights_path(name, model_root)
+    return build_mobilenet(weights)

@@ -130,3 +130,25 @@ def build_resnet(depth: int, weights: str | os.PathLike | None) -> ModelSpec:
         in_channels=3,
         info=info,
     )
+
+
+def load(
+    name: str = "resnet20-cifar10",
+    *,
+    model_root: str | os.PathLike | None = None,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+) -> ModelSpec:
+    """Registry factory for ``resnet{20,32,44,56}-cifar10``: ``weights`` (any checkpoint layout) if given, else the
+    shipped file under the model root when ``pretrained``, else the seeded random init."""
+    from tickets.errors import TicketsError
+
+    depth = {f"resnet{d}-cifar10": d for d in DEPTHS}.get(name)
+    if depth is None:
+        names = ", ".join(f"resnet{d}-cifar10" for d in DEPTHS)
+        raise TicketsError(f"unknown CIFAR ResNet {name!r}: choose one of {names}")
+    if weights is None and pretrained:
+        from tickets.models import weights_path
+
+        weights = weights_path(name, model_root)
+    return build_resnet(depth, weights)
