@@ -11,14 +11,13 @@ Inputs are [0, 1] RGB; ``normalize`` maps them to [-1, 1] as the Keras model exp
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tickets.models.base import ModelSpec, Normalize
-from tickets.models.resnet_cifar import fill_bn_counters
 
 BN_EPS = 1e-3
 STEM = 24
@@ -78,7 +77,12 @@ class MobileNetV1(nn.Module):
         return self.fc(self.features(x))
 
 
-def build_mobilenet(weights: Path | None) -> ModelSpec:
+def build_mobilenet(weights: str | os.PathLike | None) -> ModelSpec:
+    """MobileNet-v1 0.75; ``weights``: any checkpoint file ``tickets.statedict.load_checkpoint`` reads (the shipped
+    plain state dict included), else the seeded random init. A head (``fc``) of another shape stays fresh and
+    ``pretrained_task`` is then None."""
+    from tickets.statedict import load_checkpoint
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # deterministic random init (pretrained=False)
         module = MobileNetV1()
@@ -86,19 +90,37 @@ def build_mobilenet(weights: Path | None) -> ModelSpec:
         "architecture": "mobilenet-v1 width 0.75 (TF 'same' padding, ReLU6, BN eps 1e-3)",
         "pretrained": weights is not None,
     }
+    head_loaded = False
     if weights is not None:
-        state = torch.load(weights, weights_only=True, map_location="cpu")
-        module.load_state_dict(fill_bn_counters(module, state), strict=True)
-        info["weights"] = str(weights)
+        what = f"could not load weights for 'mobilenet-v1-0.75' from {str(weights)!r}"
+        report = load_checkpoint(module, weights, head=("fc",), what=what)
+        info.update(weights=report.path, weights_sha256=report.sha256, weights_notes=report.notes)
+        head_loaded = report.head_loaded
     module.eval()
     return ModelSpec(
         name="mobilenet-v1-0.75",
         module=module,
         head=["fc"],
         prunable_preset="cnn",
-        pretrained_task="imagenet" if weights is not None else None,
+        pretrained_task="imagenet" if head_loaded else None,
         num_outputs=1000,
         input_size=224,
         in_channels=3,
         info=info,
     )
+
+
+def load(
+    name: str = "mobilenet-v1-0.75",
+    *,
+    model_root: str | os.PathLike | None = None,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+) -> ModelSpec:
+    """Registry factory for ``mobilenet-v1-0.75``: ``weights`` (any checkpoint layout) if given, else the shipped
+    file under the model root when ``pretrained``, else the seeded random init."""
+    if weights is None and pretrained:
+        from tickets.models import weights_path
+
+        weights = weights_path(name, model_root)
+    return build_mobilenet(weights)

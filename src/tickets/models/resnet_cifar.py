@@ -9,6 +9,7 @@ mean/std normalisation the checkpoints were trained with lives in ``normalize`` 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -100,23 +101,54 @@ def fill_bn_counters(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[
     return out
 
 
-def build_resnet(depth: int, weights: Path | None) -> ModelSpec:
+def build_resnet(depth: int, weights: str | os.PathLike | None) -> ModelSpec:
+    """ResNet-``depth`` for CIFAR; ``weights``: any checkpoint file ``tickets.statedict.load_checkpoint`` reads
+    (the shipped ``.th`` files: ``{"state_dict": {"module." + name: tensor}}``), else the seeded random init. A head
+    (``linear``) of another shape stays fresh and ``pretrained_task`` is then None."""
+    from tickets.statedict import load_checkpoint
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # deterministic random init (pretrained=False)
         module = ResNetCifar(depth)
+    name = f"resnet{depth}-cifar10"
     info: dict = {"architecture": f"resnet{depth} (CIFAR, option-A shortcuts)", "pretrained": weights is not None}
+    head_loaded = False
     if weights is not None:
-        module.load_state_dict(fill_bn_counters(module, load_state(weights)), strict=True)
-        info["weights"] = str(weights)
+        what = f"could not load weights for {name!r} from {str(weights)!r}"
+        report = load_checkpoint(module, weights, head=("linear",), what=what)
+        info.update(weights=report.path, weights_sha256=report.sha256, weights_notes=report.notes)
+        head_loaded = report.head_loaded
     module.eval()
     return ModelSpec(
-        name=f"resnet{depth}-cifar10",
+        name=name,
         module=module,
         head=["linear"],
         prunable_preset="cnn",
-        pretrained_task="cifar10" if weights is not None else None,
+        pretrained_task="cifar10" if head_loaded else None,
         num_outputs=10,
         input_size=32,
         in_channels=3,
         info=info,
     )
+
+
+def load(
+    name: str = "resnet20-cifar10",
+    *,
+    model_root: str | os.PathLike | None = None,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+) -> ModelSpec:
+    """Registry factory for ``resnet{20,32,44,56}-cifar10``: ``weights`` (any checkpoint layout) if given, else the
+    shipped file under the model root when ``pretrained``, else the seeded random init."""
+    from tickets.errors import TicketsError
+
+    depth = {f"resnet{d}-cifar10": d for d in DEPTHS}.get(name)
+    if depth is None:
+        names = ", ".join(f"resnet{d}-cifar10" for d in DEPTHS)
+        raise TicketsError(f"unknown CIFAR ResNet {name!r}: choose one of {names}")
+    if weights is None and pretrained:
+        from tickets.models import weights_path
+
+        weights = weights_path(name, model_root)
+    return build_resnet(depth, weights)
