@@ -452,46 +452,38 @@ def _build_hf(folder: Path, description: dict[str, Any]) -> nn.Module:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class _TensorOutput(nn.Module):
-    """Wraps a module whose output is a transformers ModelOutput: returns ``.logits`` (a plain tensor)."""
+class _Program(nn.Module):
+    """What gets exported: positional tensor inputs (keyword inputs are passed on by ``names``) and a plain tensor
+    output (a transformers ModelOutput's ``.logits``)."""
 
-    def __init__(self, inner: nn.Module):
+    def __init__(self, inner: nn.Module, names: list[str] | None = None):
         super().__init__()
         self.inner = inner
+        self.names = names
 
-    def forward(self, *args, **kwargs):
-        out = self.inner(*args, **kwargs)
+    def forward(self, *inputs):
+        out = self.inner(**dict(zip(self.names, inputs))) if self.names else self.inner(*inputs)
         return out.logits if hasattr(out, "logits") else out
 
 
-def _args(example_inputs: Any) -> tuple[tuple, dict]:
+def _program(module: nn.Module, example_inputs: Any) -> tuple[nn.Module, tuple, list[str]]:
+    """(exportable module, positional example inputs, input names)."""
     if isinstance(example_inputs, dict):
-        return (), dict(example_inputs)
-    if isinstance(example_inputs, (tuple, list)):
-        return tuple(example_inputs), {}
-    return (example_inputs,), {}
+        names = list(example_inputs)
+        return _Program(module, names).eval(), tuple(example_inputs[k] for k in names), names
+    args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    return _Program(module).eval(), args, [f"input_{i}" if i else "input" for i in range(len(args))]
 
 
-def _plain(module: nn.Module, example_inputs: Any) -> nn.Module:
-    args, kwargs = _args(example_inputs)
-    with torch.no_grad():
-        out = module(*args, **kwargs)
-    return module if torch.is_tensor(out) else _TensorOutput(module)
-
-
-def _dynamic(example_inputs: Any):
-    """Batch dimension (dim 0) dynamic on every tensor input."""
+def _dynamic(args: tuple) -> tuple:
+    """Batch dimension (dim 0) dynamic on every tensor input (one entry: ``_Program.forward``'s ``*inputs``)."""
     batch = torch.export.Dim("batch", min=1, max=4096)
-    args, kwargs = _args(example_inputs)
-    if kwargs:
-        return {k: ({0: batch} if torch.is_tensor(v) else None) for k, v in kwargs.items()}
-    return tuple({0: batch} if torch.is_tensor(a) else None for a in args)
+    return (tuple({0: batch} if torch.is_tensor(a) else None for a in args),)
 
 
-def _output(module: nn.Module, example_inputs: Any) -> torch.Tensor:
-    args, kwargs = _args(example_inputs)
+def _run_program(net: nn.Module, args: tuple) -> torch.Tensor:
     with torch.no_grad():
-        return module(*args, **kwargs)
+        return net(*args)
 
 
 def export_onnx(module: nn.Module, example_inputs: Any, path: str | Path, *, dynamic_batch: bool = True,
@@ -507,13 +499,11 @@ def export_onnx(module: nn.Module, example_inputs: Any, path: str | Path, *, dyn
     except ImportError as exc:
         raise TicketsError(f"ONNX export needs {exc.name}: {INSTALL}") from None
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    net = _plain(module.eval(), example_inputs)
-    args, kwargs = _args(example_inputs)
-    dynamic = _dynamic(example_inputs) if dynamic_batch else None
+    net, args, names = _program(module.eval(), example_inputs)
+    dynamic = _dynamic(args) if dynamic_batch else None
     try:
-        atomic_write(path, lambda tmp: torch.onnx.export(net, args, str(tmp), kwargs=kwargs or None, dynamo=True,
-                                                         external_data=False, dynamic_shapes=dynamic,
+        atomic_write(path, lambda tmp: torch.onnx.export(net, args, str(tmp), dynamo=True, external_data=False,
+                                                         input_names=names, dynamic_shapes=dynamic,
                                                          verbose=False))
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -521,7 +511,7 @@ def export_onnx(module: nn.Module, example_inputs: Any, path: str | Path, *, dyn
                            "export pt2 instead, or report the model") from None
     result: dict[str, Any] = {"path": str(path)}
     if check:
-        result.update(check_onnx(path, net, example_inputs))
+        result.update(check_onnx(path, module, example_inputs))
     return result
 
 
@@ -531,13 +521,12 @@ def check_onnx(path: str | Path, module: nn.Module, example_inputs: Any) -> dict
         import onnxruntime as ort
     except ImportError:
         raise TicketsError(f"checking an ONNX export needs onnxruntime: {INSTALL}") from None
-    args, kwargs = _args(example_inputs)
+    net, args, _ = _program(module.eval(), example_inputs)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    values = list(args) + [kwargs[k] for k in kwargs]
-    feeds = dict(zip(names, [v.detach().cpu().numpy() for v in values if torch.is_tensor(v)]))
+    feeds = {n: a.detach().cpu().numpy() for n, a in zip(names, args)}
     got = torch.from_numpy(session.run(None, feeds)[0])
-    ref = _output(_plain(module, example_inputs), example_inputs).detach().cpu()
+    ref = _run_program(net, args).detach().cpu()
     return {"max_abs_diff": float((got - ref).abs().max()) if got.shape == ref.shape else float("inf"),
             "inputs": names}
 
@@ -547,19 +536,22 @@ def export_pt2(module: nn.Module, example_inputs: Any, path: str | Path, *, dyna
     """Write ``torch.export.export(module, example_inputs)`` to ``path`` (``torch.export.save``, a .pt2
     archive; load with ``torch.export.load(path).module()``), the batch dimension dynamic unless
     ``dynamic_batch=False``. Returns ``{"path", "max_abs_diff"}`` (the reloaded program against ``module``)."""
+    import io
+
+    from tickets.fileio import atomic_write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    net = _plain(module.eval(), example_inputs)
-    args, kwargs = _args(example_inputs)
+    net, args, _ = _program(module.eval(), example_inputs)
     try:
-        program = torch.export.export(net, args, kwargs or None,
-                                      dynamic_shapes=_dynamic(example_inputs) if dynamic_batch else None)
+        program = torch.export.export(net, args, dynamic_shapes=_dynamic(args) if dynamic_batch else None)
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TicketsError(f"torch.export of {type(module).__name__} failed ({type(exc).__name__}: {msg[:200]}): "
                            "try dynamic_batch=False, or report the model") from None
-    atomic_write(path, lambda tmp: torch.export.save(program, str(tmp)))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
     loaded = torch.export.load(str(path)).module()
-    got = _output(loaded, example_inputs)
-    ref = _output(net, example_inputs)
+    got = _run_program(loaded, args)
+    ref = _run_program(net, args)
     return {"path": str(path), "max_abs_diff": float((got - ref).abs().max())}
