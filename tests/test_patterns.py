@@ -436,3 +436,16 @@ def test_head_pattern_rejects_cnn():
     spec = load_model("small-cnn")
     with pytest.raises(TicketsError, match="BERT-family"):
         get_pattern("head").setup(spec.module, PrunableSet("cnn").resolve(spec.module), spec)
+
+
+def test_channel_setup_leaves_the_model_alone():
+    pytest.importorskip("torch_pruning")
+    from tickets.models import load_model
+
+    spec = load_model("resnet20-cifar10", pretrained=False)
+    spec.module.train()
+    before = {k: v.clone() for k, v in spec.module.state_dict().items()}
+    get_pattern("channel").setup(spec.module, PrunableSet("cnn").resolve(spec.module), spec)
+    assert spec.module.training
+    after = spec.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

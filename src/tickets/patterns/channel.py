@@ -90,10 +90,12 @@ def find_channel_maps(model: nn.Module, example: Any) -> dict[str, ChannelMapInf
     for n, m in model.named_modules():
         if n and _is_param_free(m) and not type(m).__module__.startswith("torch."):
             hooks.append(m.register_forward_hook(hook))
+    was_training = model.training
     try:
         with torch.no_grad():
-            _run(model, example)
+            _run(model.eval(), example)  # eval: the probe must not move BatchNorm running statistics
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
     classes = {type(model.get_submodule(n)) for n, (i, o) in shapes.items() if i[1] != o[1]}
