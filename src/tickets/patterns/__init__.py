@@ -9,13 +9,24 @@ from tickets.errors import TicketsError
 from tickets.patterns.base import Pattern
 from tickets.registry import Registry
 
-__all__ = ["PATTERNS", "Pattern", "get_pattern", "DEFAULT_PATTERN"]
+__all__ = ["PATTERNS", "Pattern", "get_pattern", "pattern_from_meta", "DEFAULT_PATTERN"]
 
 PATTERNS: Registry[type[Pattern]] = Registry("sparsity pattern", listing="tickets patterns")
 DEFAULT_PATTERN = "unstructured"
 
 PATTERNS.register("unstructured", "tickets.patterns.unstructured:Unstructured",
                   help="single weights (the lottery-ticket default); any sparsity")
+PATTERNS.register("channel", "tickets.patterns.channel:Channel",
+                  help="whole conv output channels with everything coupled (Torch-Pruning DepGraph); channel:l2",
+                  install="pip install 'pretrained-tickets[export]'")
+PATTERNS.register("head", "tickets.patterns.transformer:Heads",
+                  help="whole attention heads (Q/K/V rows + output columns); head:min=0 lets a layer lose all")
+PATTERNS.register("neuron", "tickets.patterns.transformer:Neurons",
+                  help="whole FFN intermediate neurons (FFN-in row + bias, FFN-out column)")
+PATTERNS.register("head+neuron", "tickets.patterns.transformer:HeadsNeurons",
+                  help="heads and FFN neurons ranked together by mean |score| per weight")
+PATTERNS.register("nm", "tickets.patterns.nm:NM",
+                  help="N:M semi-structured, e.g. nm:2:4 (N kept of every M weights along the input dim)")
 
 
 def get_pattern(spec: str | None) -> Pattern:
@@ -25,3 +36,16 @@ def get_pattern(spec: str | None) -> Pattern:
         raise TicketsError(f"pattern must be a name such as {DEFAULT_PATTERN}, got {spec!r}")
     name, _, options = spec.partition(":")
     return PATTERNS.get(name)(options)
+
+
+def pattern_from_meta(meta: dict | str | None) -> Pattern:
+    """The pattern a ticket's ``meta["pattern"]`` (``Pattern.describe()``, or a spec string) declares, with what
+    it recorded for model-free ``verify`` (head: ``num_heads``). None or missing: unstructured."""
+    if meta is None or isinstance(meta, str):
+        return get_pattern(meta)
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        raise TicketsError(f"bad pattern record {meta!r} in the ticket: expected {{'name': ..., 'options': ...}}")
+    options = meta.get("options", "")
+    pattern = get_pattern(f"{meta['name']}:{options}" if options else meta["name"])
+    pattern.restore(meta)
+    return pattern

@@ -46,17 +46,56 @@ class Pattern:
         it (|θ| for magnitude pruning; random for random pruning)."""
         raise NotImplementedError
 
+    def select_random(self, mask: Mask, sparsity: float, *, scope: str = "global",
+                      generator: torch.Generator | None = None) -> Mask:
+        """Random pruning in this pattern's unit: uniformly random groups (not groups ranked by a sum of random
+        per-weight scores, which would favour small groups). The default draws one ``torch.rand`` tensor per mask
+        tensor, in mask order, and calls ``select``: for ``unstructured`` that is exactly
+        ``pruning.random_prune`` (same draws, same ticket); patterns whose groups differ in size override it."""
+        scores = {n: torch.rand(m.shape, generator=generator) for n, m in mask.items()}
+        return self.select(scores, mask, sparsity, scope=scope)
+
     def fixed_sparsity(self) -> float | None:
         """The only sparsity this pattern reaches (N:M: 1 − N/M), or None when any sparsity is possible."""
         return None
 
     # -- checking and describing ------------------------------------------------------------------------------
     def verify(self, mask: Mask) -> None:
-        """TicketsError naming the first tensor whose mask this pattern could not have produced."""
+        """TicketsError naming the first tensor whose mask this pattern could not have produced.
+
+        Before ``setup`` a pattern checks what it can from the mask alone (N:M: everything; channel: every tensor
+        is rows × columns; head/neuron: whole rows/columns per head when ``num_heads`` is known); after ``setup``
+        it checks the coupled groups exactly."""
+
+    def expand(self, mask: Mask, model: nn.Module | None = None) -> Mask:
+        """The mask over *every* tensor the pattern's groups touch: ``mask`` (the prunable set) plus the coupled
+        tensors outside it (channel: BatchNorm scale/shift, conv biases, a coupled stem's rows, the classifier's
+        input columns; head/neuron: Q/K/V and FFN-in biases), pruned exactly where a pruned group covers them.
+
+        Apply *this* mask to the model (``expand(mask, model).apply_(model)``, and ``mask_grads_`` in training) so
+        the masked model computes what the compacted model computes; keep reporting ``mask`` (the prunable set).
+        The extra tensors are a function of ``mask`` and the model, so tickets store only ``mask``. ``model``
+        gives the extra tensors' shapes (a transferred model may have a new head); without it the shapes seen at
+        ``setup`` are used. Unstructured and N:M return ``mask`` itself."""
+        return mask
+
+    def group_report(self, mask: Mask) -> dict[str, Any]:
+        """Counts in the pattern's unit, with the denominator spelt out: ``{"unit", "total", "kept", "pruned",
+        "sparsity", "denominator"}`` (plus per-layer counts for structured patterns). For unstructured the unit
+        is weights and the figures equal ``mask.report()["prunable"]``'s."""
+        total, kept = mask.num_total, mask.num_kept
+        return {"unit": self.unit, "total": total, "kept": kept, "pruned": total - kept,
+                "sparsity": (total - kept) / total if total else 0.0,
+                "denominator": f"prunable set ({len(mask)} tensors, {total} weights)"}
 
     def describe(self) -> dict[str, Any]:
-        """What a ticket records about its pattern (``meta["pattern"]``); ``from_meta`` reads it back."""
+        """What a ticket records about its pattern (``meta["pattern"]``); ``patterns.pattern_from_meta`` reads it
+        back. Always ``name`` (+ ``options``); structured patterns add their ``unit``, what ``verify`` needs without a
+        model (head/neuron: ``num_heads``) and, after ``setup``, the number of groups."""
         return {"name": self.name, **({"options": self.options} if self.options else {})}
+
+    def restore(self, meta: dict[str, Any]) -> None:
+        """Take back what ``describe`` recorded beyond the name and options (default: nothing)."""
 
     def spec(self) -> str:
         """The ``--pattern`` text that builds this pattern again."""
