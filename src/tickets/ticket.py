@@ -271,6 +271,13 @@ def _load_safetensors(path: Path, data: bytes) -> Ticket:
     )
     meta: dict[str, Any] = {"format": FORMAT, "format_version": version, "checksum": checksum}
     meta.update({k: meta_fields[k] for k in sorted(meta_fields) if k not in _FILE_FIELDS})
+    if meta.get("pattern") is not None:  # a structured ticket must honour its declared pattern
+        from tickets.patterns import pattern_from_meta
+
+        try:
+            pattern_from_meta(meta["pattern"]).verify(mask)
+        except TicketsError as exc:
+            raise TicketsError(f"ticket file {path} does not honour its pattern ({exc})") from None
     return Ticket(mask=mask, meta=meta, weights=weights or None)
 
 

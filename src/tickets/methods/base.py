@@ -60,8 +60,14 @@ class DrawContext:
         return torch.Generator().manual_seed(self.cfg.seed * 1_000 + level)
 
     def prune(self, scores: dict[str, torch.Tensor], mask: Mask, sparsity: float, *, largest: bool = False) -> Mask:
-        """The run's pattern selects: prune the lowest (``largest``: highest) scoring groups of ``mask``."""
-        return self.pattern.select(scores, mask, sparsity, scope=self.cfg.scope, largest=largest)
+        """The run's pattern selects: prune the lowest (``largest``: highest) scoring groups of ``mask`` until
+        ``sparsity`` of the prunable weights (for coarse groups: as close as the groups allow)."""
+        return self.pattern.at(sparsity).select(scores, mask, sparsity, scope=self.cfg.scope, largest=largest)
+
+    def prune_random(self, mask: Mask, sparsity: float, level: int) -> Mask:
+        """Prune uniformly random groups of ``mask`` (seeded by run seed and ``level``) to ``sparsity``."""
+        return self.pattern.at(sparsity).select_random(mask, sparsity, scope=self.cfg.scope,
+                                                       generator=self.generator(level))
 
 
 class Method:

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
 from tickets.masks import Mask
 from tickets.methods.base import DrawContext, Method
 
 
 class RandomPruning(Method):
-    """Random pruning: uniformly random scores, seeded by (seed, level), selected by the run's pattern."""
+    """Random pruning: uniformly random groups of the run's pattern (single weights when unstructured), seeded by
+    (seed, level)."""
 
     name = "random"
 
     def draw(self, ctx: DrawContext, level: int, sparsity: float) -> Mask:
-        gen = ctx.generator(level)
-        ones = ctx.ones()
-        scores = {n: torch.rand(m.shape, generator=gen) for n, m in ones.items()}
-        return ctx.prune(scores, ones, sparsity)
+        return ctx.prune_random(ctx.ones(), sparsity, level)
 
 
 class RandomReinit(Method):

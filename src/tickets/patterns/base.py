@@ -59,6 +59,16 @@ class Pattern:
         """The only sparsity this pattern reaches (N:M: 1 − N/M), or None when any sparsity is possible."""
         return None
 
+    def levels(self) -> list[float] | None:
+        """The sparsities this pattern dictates, one per level (N:M: ``[1 − N/M]``; an N:M list such as
+        ``nm:3:4,2:4,1:4``: one per step), or None when the run's schedule decides."""
+        s = self.fixed_sparsity()
+        return None if s is None else [s]
+
+    def at(self, sparsity: float) -> "Pattern":
+        """The pattern that draws the level at ``sparsity`` (itself, except for a list of N:M steps)."""
+        return self
+
     # -- checking and describing ------------------------------------------------------------------------------
     def verify(self, mask: Mask) -> None:
         """TicketsError naming the first tensor whose mask this pattern could not have produced.

@@ -42,6 +42,11 @@ class NM(Pattern):
     unit = "weights"
 
     def __init__(self, options: str = ""):
+        if "," in (options or ""):  # a list of steps for IMP: nm:3:4,2:4,1:4
+            self.steps = NM.parse_list(options)
+            self.n, self.m = self.steps[-1].n, self.steps[-1].m
+            self.options = ",".join(s.options for s in self.steps)
+            return
         hit = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", options or "")
         if not hit:
             raise TicketsError(f"pattern nm needs N:M, got {options!r}: use e.g. --pattern nm:2:4 (or 1:4, 4:8)")
@@ -50,6 +55,7 @@ class NM(Pattern):
             raise TicketsError(f"bad N:M {n}:{m}: need 1 <= N < M, e.g. nm:2:4")
         self.n, self.m = n, m
         self.options = f"{n}:{m}"
+        self.steps = [self]
 
     @classmethod
     def of(cls, n: int, m: int) -> NM:
@@ -62,15 +68,26 @@ class NM(Pattern):
         can nest. TicketsError otherwise."""
         items = [NM(part) for part in text.split(",") if part.strip()]
         if not items:
-            raise TicketsError(f"empty N:M list {text!r}: give e.g. --nm 3:4,2:4,1:4")
+            raise TicketsError(f"empty N:M list {text!r}: give e.g. --pattern nm:3:4,2:4,1:4")
         for a, b in zip(items, items[1:]):
             if b.m != a.m or b.n >= a.n:
                 raise TicketsError(f"N:M list {text!r} must keep M and lower N at each step (e.g. 3:4,2:4,1:4), "
                                    f"got {a.options} then {b.options}")
         return items
 
-    def fixed_sparsity(self) -> float:
-        return 1.0 - self.n / self.m
+    def fixed_sparsity(self) -> float | None:
+        return 1.0 - self.n / self.m if len(self.steps) == 1 else None
+
+    def levels(self) -> list[float]:
+        """1 − N/M of every step (one level each; IMP walks them, nesting each mask in the last)."""
+        return [1.0 - s.n / s.m for s in self.steps]
+
+    def at(self, sparsity: float) -> "NM":
+        for step in self.steps:
+            if abs(1.0 - step.n / step.m - float(sparsity)) <= 1e-9:
+                return step
+        raise TicketsError(f"pattern {self.spec()} has no step at sparsity {sparsity}: its levels are "
+                           f"{', '.join(f'{s:g}' for s in self.levels())}")
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "unit": self.unit, "n": self.n, "m": self.m}
@@ -84,7 +101,10 @@ class NM(Pattern):
     def select(self, scores: dict[str, torch.Tensor], mask: Mask, sparsity: float, *, scope: str = "global",
                largest: bool = False) -> Mask:
         """Keep the N highest-|score| kept weights (lowest with ``largest``) of every group of M; ``scope`` is
-        accepted but moot (each group is ranked alone); ``sparsity`` must be ``fixed_sparsity()``."""
+        accepted but moot (each group is ranked alone); ``sparsity`` must be ``fixed_sparsity()`` (a list of steps:
+        one of its ``levels()``)."""
+        if len(self.steps) > 1:
+            return self.at(sparsity).select(scores, mask, sparsity, scope=scope, largest=largest)
         self._check_sparsity(sparsity)
         _check_scope(scope)
         _check_scores(scores, mask)
@@ -111,7 +131,7 @@ class NM(Pattern):
                 raise TicketsError(f"mask tensor {name!r} is {m.dim()}-d: pattern {self.spec()} masks weight "
                                    "matrices only")
             counts = _rows(m.detach().cpu(), self.m, False).sum(-1)
-            bad = (counts > self.n).nonzero()
+            bad = (counts > max(s.n for s in self.steps)).nonzero()
             if len(bad):
                 row, grp = (int(v) for v in bad[0])
                 raise TicketsError(

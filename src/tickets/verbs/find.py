@@ -21,7 +21,8 @@ from typing import Sequence
 import torch
 
 from tickets import __version__
-from tickets.config import FindConfig, RewindPoint, resolve_attack, resolve_schedule, resolve_train, validate_find
+from tickets.config import (FindConfig, RewindPoint, ScheduleConfig, resolve_attack, resolve_schedule, resolve_train,
+                            validate_find)
 from tickets.errors import TicketsError
 from tickets.fileio import atomic_write, read_json, write_json
 from tickets.hparams import hash_view
@@ -53,8 +54,16 @@ class FindResult:
 
 
 def sparsity_levels(cfg: FindConfig) -> list[float]:
-    """The target sparsity of every level: IMP starts with the dense level 0, one-shot methods do not need it."""
-    return get_method(cfg.method).levels(resolve_schedule(cfg.schedule).sparsities_list())
+    """The target sparsity of every level: the schedule's (or the pattern's, when it fixes them: N:M), after
+    IMP's dense level 0. TicketsError when a pattern that fixes the sparsities meets schedule options."""
+    method = get_method(cfg.method)
+    fixed = get_pattern(cfg.pattern).levels()
+    if fixed is None:
+        return method.levels(resolve_schedule(cfg.schedule).sparsities_list())
+    if cfg.schedule != ScheduleConfig():
+        raise TicketsError(f"pattern {cfg.pattern} fixes the sparsity of each level "
+                           f"({', '.join(f'{s:g}' for s in fixed)}): drop --sparsities/--levels/--rate/--schedule")
+    return method.levels(fixed)
 
 
 def resolved_config(cfg: FindConfig, *, model_id: str, task: str, prunable: PrunableSet, family: str,
@@ -183,12 +192,13 @@ def _draw_levels(ctx: DrawContext, method: Method, levels: list[float], train, d
         own = list(callbacks)
         if level == 0 and ctx.rewind.kind == "step" and method.dense_start:
             own.append(RewindCapture(ctx.rewind.step, lambda state: _save_rewind(run, state)))
-        run_level(run, level, prepared, mask=mask, start=level_start, train=train, seed=cfg.seed, device=device,
-                  limit=cfg.data.limit, progress=progress, callbacks=own, start_step=start_step, log_to=log_to,
+        run_level(run, level, prepared, mask=mask, pattern=ctx.pattern, start=level_start, train=train,
+                  seed=cfg.seed, device=device, limit=cfg.data.limit, progress=progress, callbacks=own,
+                  start_step=start_step, log_to=log_to,
                   extra={"sparsity": mask.sparsity, "target_sparsity": sparsity, "method": cfg.method,
-                         "pattern": ctx.pattern.spec()},
+                         "pattern": ctx.pattern.at(sparsity).spec()},
                   evaluate_extra=robust_extra(cfg.robust_eval, device, cfg.data.limit, train.eval_batch_size,
-                                              cfg.seed, mask))
+                                              cfg.seed))
         if level + 1 < len(levels):
             nxt = method.next_mask(ctx, level, mask, prepared.model, levels[level + 1])
             if nxt is not None:
@@ -216,7 +226,10 @@ def _level_mask(ctx: DrawContext, method: Method, level: int, sparsity: float, w
     path = ctx.run.layout.ticket(level)
     if path.exists():
         try:
-            return load_ticket(path).mask
+            mask = load_ticket(path).mask
+            if sparsity > 0:
+                ctx.pattern.at(sparsity).verify(mask)
+            return mask
         except TicketsError as exc:
             logger.warning("ticket of level %d does not verify (%s): drawing it again", level, exc)
     try:
@@ -243,14 +256,14 @@ def _record(layout: RunLayout, level: int) -> dict:
     }
 
 
-def robust_extra(robust_eval, device: torch.device, limit: int | None, batch_size: int, seed: int,
-                 mask: Mask | None):
-    """``run_level``'s ``evaluate_extra`` hook: ``{"robust": {...}}`` (SA and RA on the test split), or None."""
+def robust_extra(robust_eval, device: torch.device, limit: int | None, batch_size: int, seed: int):
+    """``run_level``'s ``evaluate_extra`` hook: ``{"robust": {...}}`` (SA and RA on the test split, under the
+    level's mask), or None."""
     if robust_eval is None:
         return None
     cfg = resolve_attack(robust_eval, "robust_eval")
 
-    def extra(prepared: Prepared) -> dict:
+    def extra(prepared: Prepared, mask: Mask | None) -> dict:
         from tickets.training.attacks import robust_evaluate
 
         n = cfg.limit if cfg.limit is not None else limit
@@ -309,7 +322,6 @@ def _meta(ctx: DrawContext, level: int, target: float, weights: str, mask: Mask)
         "prunable": prepared.prunable.to_dict(),
         "source_task": prepared.task.name,
         "method": cfg.method,
-        "pattern": ctx.pattern.describe(),
         "scope": cfg.scope,
         "level": level,
         "target_sparsity": target,
@@ -321,6 +333,8 @@ def _meta(ctx: DrawContext, level: int, target: float, weights: str, mask: Mask)
         "run": ctx.run.path.name,
         "tickets_version": __version__,
     }
+    if ctx.pattern.name != "unstructured":
+        meta["pattern"] = ctx.pattern.at(target).describe() if target > 0 else ctx.pattern.describe()
     if ctx.rewind.kind == "step":
         meta["rewind"] = {"step": ctx.rewind.step, "optimizer_state": "reset at step K (fresh optimizer)",
                           "lr_schedule": "continues from step K", "data_order": "continues from step K"}

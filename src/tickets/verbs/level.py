@@ -11,6 +11,7 @@ from tickets.config import TrainConfig
 from tickets.fileio import write_json
 from tickets.log import get_logger
 from tickets.masks import Mask
+from tickets.patterns.base import Pattern
 from tickets.runs import RunDir
 from tickets.training.callbacks import Callback, CheckpointCallback, LogCallback
 from tickets.training.evaluate import evaluate
@@ -28,6 +29,7 @@ def run_level(
     *,
     mask: Mask | None,
     start: dict[str, torch.Tensor],
+    pattern: Pattern | None = None,
     train: TrainConfig,
     seed: int,
     device: torch.device,
@@ -36,10 +38,15 @@ def run_level(
     extra: dict | None = None,
     callbacks: Sequence[Callback] = (),
     start_step: int = 0,
-    evaluate_extra: Callable[[Prepared], dict] | None = None,
+    evaluate_extra: Callable[[Prepared, Mask | None], dict] | None = None,
     log_to: Sequence[str] = (),
 ) -> dict:
     """Train level ``level`` of ``run`` from ``start`` under ``mask``; write ``metrics.json`` and return it.
+
+    ``mask`` covers the prunable set; a structured ``pattern`` expands it to every tensor its groups touch
+    (``Pattern.expand``: BatchNorm, biases, …), and that expanded mask is what training and evaluation enforce,
+    so the masked model computes what the compacted one would. Sparsity is reported over the prunable set, plus
+    the pattern's own unit (channels, heads, …).
 
     ``train`` is the resolved training config. ``callbacks`` join the level's own (the run's JSONL log and
     epoch checkpoints). Resumes from the level's epoch checkpoint when one exists. ``start_step`` > 0 starts at
@@ -50,8 +57,11 @@ def run_level(
     model = prepared.model
     prepared.load_weights(start)
     model.to(device)
+    enforced = mask
     if mask is not None:
         mask.check(model)
+        if pattern is not None:
+            enforced = pattern.expand(mask, model)
     resume = run.load_checkpoint(level)
     desc = f"level {level}" if extra is None or "sparsity" not in extra else f"level {level} ({extra['sparsity']:.1%})"
     run.log("level_start", level=level, resumed=resume is not None, start_step=start_step, **(extra or {}))
@@ -59,11 +69,11 @@ def run_level(
     sinks = make_sinks(log_to, run.path, level)
     own: list[Callback] = [LogCallback(lambda event, **kw: run.log(event, level=level, **kw)), *callbacks, *sinks]
     checkpoint = CheckpointCallback(lambda state: run.save_checkpoint(level, state), own)
-    result = fine_tune(model, prepared.task, train, mask=mask, device=device, seed=seed, limit=limit,
+    result = fine_tune(model, prepared.task, train, mask=enforced, device=device, seed=seed, limit=limit,
                        callbacks=[*own, checkpoint], resume=resume, start_step=start_step, progress=progress,
                        desc=desc, family=prepared.family, recipe=prepared.recipe)
     test = evaluate(model, prepared.task, "test", device=device, batch_size=train.eval_batch_size, limit=limit,
-                    mask=mask)
+                    mask=enforced)
     metrics = {
         "level": level,
         "task": prepared.task.name,
@@ -81,8 +91,10 @@ def run_level(
     }
     if mask is not None:
         metrics["sparsity_report"] = mask.report(model)
+        if pattern is not None and pattern.name != "unstructured":
+            metrics["pattern_report"] = pattern.group_report(mask)
     if evaluate_extra is not None:
-        metrics.update(evaluate_extra(prepared))
+        metrics.update(evaluate_extra(prepared, enforced))
     write_json(run.level_dir(level) / "metrics.json", metrics)
     for sink in sinks:
         sink.finish(metrics)

@@ -19,6 +19,7 @@ from tickets.hparams import hash_view
 from tickets.log import get_logger
 from tickets.masks import Mask
 from tickets.models.base import ModelSpec
+from tickets.patterns import pattern_from_meta
 from tickets.runs import RunBusy, RunDir, run_lock
 from tickets.runtime import resolve_device
 from tickets.tasks.base import Task
@@ -105,6 +106,12 @@ def transfer(
                        data_root=data_root, model_root=model_root)
     train = resolve_train(cfg.train, prepared.family, prepared.recipe)
     mask = ticket_mask(ticket, prepared, cfg.reverse) if ticket is not None else None
+    pattern = None
+    if ticket is not None:
+        pattern = pattern_from_meta(ticket.meta.get("pattern"))
+        pattern.setup(prepared.model, mask.names, prepared.spec)
+        if not cfg.reverse:  # the complement of an N:M mask is (M−N):M: only the drawn mask is checked
+            pattern.verify(mask)
     start, weights_label = start_state(cfg, prepared, ticket)
 
     config = resolved_config(cfg, prepared.model_id, prepared.task.name, prepared.family, ticket, prepared.recipe)
@@ -129,10 +136,10 @@ def transfer(
         }
         from tickets.verbs.find import robust_extra
 
-        metrics = run_level(run, 0, prepared, mask=mask, start=start, train=train, seed=cfg.seed, device=device,
-                            limit=cfg.data.limit, progress=progress, extra=extra, callbacks=callbacks, log_to=log_to,
-                            evaluate_extra=robust_extra(cfg.robust_eval, device, cfg.data.limit,
-                                                        train.eval_batch_size, cfg.seed, mask))
+        metrics = run_level(run, 0, prepared, mask=mask, pattern=pattern, start=start, train=train, seed=cfg.seed,
+                            device=device, limit=cfg.data.limit, progress=progress, extra=extra, callbacks=callbacks,
+                            log_to=log_to, evaluate_extra=robust_extra(cfg.robust_eval, device, cfg.data.limit,
+                                                                       train.eval_batch_size, cfg.seed))
         if cfg.save_weights:
             from safetensors.torch import save_file
 
