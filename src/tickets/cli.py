@@ -264,7 +264,7 @@ def _setup(run) -> dict:
     import logging
 
     from tickets.log import enable_console
-    from tickets.training.sinks import parse_sinks
+    from tickets.training import parse_sinks
 
     enable_console(logging.WARNING if run.quiet else logging.INFO)
     if run.threads:

@@ -284,7 +284,7 @@ def _check_prunable(value: str) -> str | None:
 
 
 def _check_sinks(value: str) -> str | None:
-    from tickets.training.sinks import parse_sinks
+    from tickets.training import parse_sinks
 
     try:
         parse_sinks(value)

@@ -10,18 +10,14 @@ before the level is marked done, so a killed run resumes exactly).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from tickets.errors import TicketsError
 from tickets.masks import Mask
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tickets.config import FindConfig, RewindPoint
-    from tickets.patterns.base import Pattern
-    from tickets.runs import RunDir, RunLayout
-    from tickets.verbs.prepare import Prepared
+from tickets.patterns.base import Pattern
+from tickets.runs import RunDir, RunLayout
 
 
 class MissingTicket(TicketsError):
@@ -32,12 +28,12 @@ class MissingTicket(TicketsError):
 class DrawContext:
     """What a method sees of the run: the config, the prepared model and task, the pattern and the run directory."""
 
-    cfg: "FindConfig"
-    prepared: "Prepared"
-    pattern: "Pattern"
-    run: "RunDir"
-    rewind: "RewindPoint"
-    prerequisite: "RunLayout | None" = None  # the run ``Method.prerequisite`` named (reinit: the IMP run)
+    cfg: Any  # tickets.config.FindConfig
+    prepared: Any  # tickets.verbs.prepare.Prepared
+    pattern: Pattern
+    run: RunDir
+    rewind: Any  # tickets.config.RewindPoint
+    prerequisite: RunLayout | None = None  # the run ``Method.prerequisite`` named (reinit: the IMP run)
 
     @property
     def names(self) -> list[str]:
@@ -95,8 +91,8 @@ class Method:
         """After training level ``level``: the next level's mask (iterative methods), else None."""
         return None
 
-    def prerequisite(self, cfg: "FindConfig") -> "FindConfig | None":
-        """Another find this method builds on (reinit reuses IMP's masks), or None."""
+    def prerequisite(self, cfg: Any) -> Any:
+        """Another find config (``FindConfig``) this method builds on (reinit reuses IMP's masks), or None."""
         return None
 
     def start(self, ctx: DrawContext) -> str | None:

@@ -83,6 +83,8 @@ class NM(Pattern):
         return [1.0 - s.n / s.m for s in self.steps]
 
     def at(self, sparsity: float) -> "NM":
+        if float(sparsity) == 0.0:  # IMP's dense level 0: nothing pruned yet
+            return self
         for step in self.steps:
             if abs(1.0 - step.n / step.m - float(sparsity)) <= 1e-9:
                 return step

@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 from tickets.registry import Registry
+from tickets.tasks import custom as _custom  # noqa: F401  (registers Task.from_tensors & co.)
 from tickets.tasks.base import Batch, DataConfig, Metric, Split, Task
 
 __all__ = ["TASKS", "Batch", "DataConfig", "Metric", "Split", "Task", "load_task", "task_names", "canonical_task",

@@ -24,6 +24,11 @@ __all__ = ["Batch", "DataConfig", "Metric", "Split", "Task", "carve", "higher_is
 Batch = dict[str, torch.Tensor]
 
 
+# Task constructors by name, filled in by tasks/custom.py (imported with the tasks package): Task.from_tensors and
+# friends reach their builders through it, so this base module depends on no concrete task family.
+CONSTRUCTORS: dict[str, Callable[..., "Task"]] = {}
+
+
 def higher_is_better(metric: str) -> bool:
     """Metrics improve upwards unless named ``*loss`` or ``perplexity`` (the Task metric convention); model
     selection and the matching criteria follow this direction."""
@@ -90,6 +95,24 @@ class Task:
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         return self.loss_fn(outputs, batch)
+
+    @classmethod
+    def from_tensors(cls, name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any, **options: Any) -> "Task":
+        """An image classification task from arrays already in memory — no file in the package needed.
+
+        ``x_*``: N×H×W×C or N×C×H×W, uint8 in 0..255 or floats in [0, 1] (torch tensors or numpy arrays); ``y_*``:
+        integer class ids 0..K−1. Options: ``classes`` (names), ``model`` (a ModelSpec whose input size and
+        channels the images are matched to), ``data`` (DataConfig), ``seed``, ``flip`` (horizontal flips when
+        augmenting; default True). Splits, subsets, the stratified validation carve, augmentation, accuracy and
+        cross-entropy are those of the built-in image tasks (``tasks/custom.py``). TicketsError for shapes, dtypes
+        or labels that do not fit."""
+        return CONSTRUCTORS["tensors"](name, x_train, y_train, x_test, y_test, **options)
+
+    @classmethod
+    def from_hf_dataset(cls, dataset: Any, text_fields: Any, label_field: str, metric: str = "accuracy",
+                        **options: Any) -> "Task":
+        """A text classification task from a Hugging Face ``datasets`` object (see ``tasks/custom.py``)."""
+        return CONSTRUCTORS["hf_dataset"](dataset, text_fields, label_field, metric, **options)
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):

@@ -245,6 +245,36 @@ def _labels(y: np.ndarray, n: int, num_classes: int, what: str) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
+def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, what: str):
+    """(x_train, x_test) as N×C×H×W tensors, (y_train, y_test) as int64, and the pixel scale (255 for uint8, 1 for
+    floats in [0, 1]) from user arrays (N×H×W×C or N×C×H×W; numpy or torch). TicketsError naming the problem."""
+    xs, ys = [], []
+    scale = None
+    for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+        y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        if x.dim() != 4:
+            raise TicketsError(f"task {what!r}: {split} images must be N×H×W×C or N×C×H×W, got {tuple(x.shape)}")
+        if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+            x = x.permute(0, 3, 1, 2)
+        if y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point() or y.dtype == torch.bool:
+            raise TicketsError(f"task {what!r}: {split} labels must be {x.shape[0]} integer class ids, got "
+                               f"{y.dtype} {tuple(y.shape)}")
+        if len(y) and int(y.min()) < 0:
+            raise TicketsError(f"task {what!r}: {split} labels must be >= 0 class ids")
+        this = 255.0 if x.dtype == torch.uint8 else 1.0
+        if x.is_floating_point() and len(x) and (float(x.min()) < 0 or float(x.max()) > 1):
+            raise TicketsError(f"task {what!r}: float {split} images must lie in [0, 1] (or pass uint8 0..255)")
+        if scale is not None and this != scale:
+            raise TicketsError(f"task {what!r}: train and test images must share a dtype (uint8 or float)")
+        scale = this
+        xs.append(x.contiguous())
+        ys.append(y.long())
+    return xs, ys, scale
+
+
 def load_npz(path: Path) -> RawImages:
     what = f"data file {str(path)!r}"
     try:
@@ -547,7 +577,7 @@ def load_image_task(
 
 
 def build_image_task(name: str, raw: RawImages, *, model: Any = None, data: DataConfig = DataConfig(),
-                     seed: int = 0) -> Task:
+                     seed: int = 0, flip: bool | None = None) -> Task:
     train_pos, val_pos = carve(len(raw.y_train), data, seed, raw.y_train.numpy(), task=name)
     train_idx, val_idx = torch.from_numpy(np.sort(train_pos)), torch.from_numpy(val_pos)
     test_order = torch.randperm(len(raw.y_test), generator=torch.Generator().manual_seed(EVAL_ORDER_SEED))
@@ -556,7 +586,7 @@ def build_image_task(name: str, raw: RawImages, *, model: Any = None, data: Data
     size = getattr(model, "input_size", None)
     channels = getattr(model, "in_channels", None)
     crop_pad = max(1, round(4 * side / 32)) if data.augment else 0
-    flip = data.augment and name not in NO_FLIP
+    flip = data.augment and (name not in NO_FLIP if flip is None else flip)
     kw = dict(scale=raw.scale, size=size, channels=channels, crop_pad=crop_pad, flip=flip)
     train = ImageSplit(raw.x_train[train_idx], raw.y_train[train_idx], **kw)
     val = ImageSplit(raw.x_train[val_idx], raw.y_train[val_idx], **kw).limit(data.limit)

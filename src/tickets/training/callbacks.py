@@ -21,17 +21,14 @@ logger), ``CheckpointCallback`` (epoch checkpoints). Logging sinks (TensorBoard,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from tickets.log import get_logger
 from tickets.masks import Mask
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tickets.config import TrainConfig
-    from tickets.tasks.base import Batch, Task
+from tickets.tasks.base import Batch, Task
 
 logger = get_logger(__name__)
 
@@ -43,8 +40,8 @@ class LoopState:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    task: "Task"
-    cfg: "TrainConfig"  # resolved (family defaults filled in)
+    task: Task
+    cfg: Any  # the resolved tickets.config.TrainConfig (family defaults filled in)
     device: torch.device
     seed: int
     total_steps: int
@@ -76,7 +73,7 @@ class Callback:
 
     def on_epoch_begin(self, state: LoopState) -> None: ...
 
-    def on_batch(self, state: LoopState, batch: "Batch") -> "Batch":
+    def on_batch(self, state: LoopState, batch: Batch) -> Batch:
         return batch
 
     def before_optimizer_step(self, state: LoopState) -> None: ...
@@ -129,12 +126,12 @@ class AdversarialCallback(Callback):
 
     key = "adversarial"
 
-    def __init__(self, adversarial_cfg: Any, task: "Task"):
+    def __init__(self, adversarial_cfg: Any, task: Task):
         from tickets.training.attacks import training_perturbation
 
         self.perturb = training_perturbation(adversarial_cfg, task)
 
-    def on_batch(self, state: LoopState, batch: "Batch") -> "Batch":
+    def on_batch(self, state: LoopState, batch: Batch) -> Batch:
         return self.perturb(state.model, batch)
 
 

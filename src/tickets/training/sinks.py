@@ -7,8 +7,9 @@ entry (``SINKS.register(name, factory)``), a factory ``(run_dir: Path, level: in
   ``tensorboard`` package): scalars ``train/loss``, ``train/lr``, ``train/examples_per_second``, ``val/<metric>``
   per epoch (x-axis: optimizer steps) and ``test/<metric>`` once at the end;
 * ``mlflow``: one MLflow run per level named ``<run-dir>/level-NN`` with the same metrics (step = optimizer steps)
-  and the level's sparsity as a parameter; tracking URI ``$MLFLOW_TRACKING_URI``, else a file store
-  ``<out>/mlruns`` next to the run directories (needs the ``mlflow`` package).
+  and the level's sparsity as a parameter; tracking URI ``$MLFLOW_TRACKING_URI`` (e.g. ``sqlite:///mlflow.db`` or
+  a tracking server), else a local file store ``<out>/mlruns`` next to the run directories (needs ``mlflow`` or
+  ``mlflow-skinny``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tickets.errors import TicketsError
-from tickets.registry import Registry
+from tickets.training import SINKS, parse_sinks  # noqa: F401  (parse_sinks re-exported)
 from tickets.training.callbacks import Callback, LoopState
-
-SINKS: Registry = Registry("logging sink")
-
 
 class Sink(Callback):
     """A callback that also receives the level's final (test) figures through ``finish``."""
@@ -76,7 +74,10 @@ class MLflowSink(Sink):
         except ImportError:
             raise TicketsError("--log-to mlflow needs the mlflow package: pip install mlflow") from None
         self.mlflow = mlflow
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (Path(run_dir).parent / "mlruns").resolve().as_uri()
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:  # a local file store next to the runs (MLflow 3 keeps it only behind this opt-in)
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            uri = (Path(run_dir).parent / "mlruns").resolve().as_uri()
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         exp_name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "tickets")
         exp = self.client.get_experiment_by_name(exp_name)
@@ -98,20 +99,6 @@ class MLflowSink(Sink):
         if "sparsity" in metrics:
             self.client.log_param(self.run_id, "sparsity", f"{float(metrics['sparsity']):.6f}")
         self.client.set_terminated(self.run_id)
-
-
-SINKS.register("tensorboard", TensorBoardSink, help="TensorBoard event files under <run>/tensorboard/")
-SINKS.register("mlflow", MLflowSink, help="an MLflow run per level ($MLFLOW_TRACKING_URI or <out>/mlruns)")
-
-
-def parse_sinks(text: str | Sequence[str] | None) -> list[str]:
-    """``"tensorboard,mlflow"`` (or a list) → checked sink names; TicketsError naming an unknown one."""
-    if not text:
-        return []
-    names = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s and s.strip()]
-    for name in names:
-        SINKS.entry(name)
-    return names
 
 
 def make_sinks(names: Sequence[str], run_dir: Path, level: int) -> list[Sink]:
