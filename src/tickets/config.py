@@ -334,6 +334,11 @@ class FindConfig:
     data: DataConfig = option(factory=DataConfig, help="data")
     robust_eval: RobustEvalConfig | None = option(None, since=2, enable="--robust-eval",
                                                   help="also report robust accuracy after every level")
+    weights: str | None = option(None, since=2, metavar="FILE",
+                                 help="start from this checkpoint (θ0) instead of the model's own weights: safetensors "
+                                      "or a torch state dict, wrapper prefixes resolved (module., MoCo encoder_q., "
+                                      "Lightning model., robustness-library module.model.); its sha256 is part of "
+                                      "the run hash")
     pattern: str = option("unstructured", since=2, check=_check_pattern,
                           help="sparsity pattern (see `tickets patterns`): unstructured (default), channel, head, "
                                "neuron, nm:N:M")
@@ -359,6 +364,11 @@ class TransferConfig:
     data: DataConfig = option(factory=DataConfig, help="data")
     robust_eval: RobustEvalConfig | None = option(None, since=2, enable="--robust-eval",
                                                   help="also report robust accuracy")
+    weights: str | None = option(None, since=2, metavar="FILE",
+                                 help="start from this checkpoint (θ0) instead of the model's own weights: safetensors "
+                                      "or a torch state dict, wrapper prefixes resolved (module., MoCo encoder_q., "
+                                      "Lightning model., robustness-library module.model.); its sha256 is part of "
+                                      "the run hash")
     force: bool = option(False, since=2, hashed=False,
                          help="use a ticket drawn for another model when its tensors fit (sparsity is then reported "
                               "over the tensors actually masked)")

@@ -75,9 +75,20 @@ def resolved_config(cfg: FindConfig, *, model_id: str, task: str, prunable: Prun
     d.update(model=model_id, task=task, prunable=prunable.to_dict(), rewind=str(RewindPoint.parse(cfg.rewind)),
              schedule=hash_view(resolve_schedule(cfg.schedule)),
              train=hash_view(resolve_train(cfg.train, family, recipe)), levels=sparsity_levels(cfg))
+    if cfg.weights is not None:
+        d["weights"] = weights_identity(cfg.weights)
     if cfg.robust_eval is not None:
         d["robust_eval"] = hash_view(resolve_attack(cfg.robust_eval, "robust_eval"))
     return d
+
+
+def weights_identity(path: str | Path) -> dict:
+    """How a ``--weights`` checkpoint enters a run hash: its content (sha256), never its path."""
+    from tickets.statedict import file_digest
+
+    if not Path(path).is_file():
+        raise TicketsError(f"weights file {str(path)!r} not found: check --weights")
+    return {"sha256": file_digest(path)}
 
 
 def planned_config(cfg: FindConfig, *, preset: str | None = None) -> dict:
@@ -127,7 +138,7 @@ def find_tickets(
                            f"{cfg.method}: drop --rewind or use --method imp")
     device = resolve_device(device)
     prepared = prepare(model or cfg.model, task or cfg.task, head=cfg.head, seed=cfg.seed, prunable=cfg.prunable,
-                       data=cfg.data, data_root=data_root, model_root=model_root)
+                       data=cfg.data, data_root=data_root, model_root=model_root, weights=cfg.weights)
     pattern = get_pattern(cfg.pattern)
     pattern.setup(prepared.model, prepared.names, prepared.spec)
     train = resolve_train(cfg.train, prepared.family, prepared.recipe)

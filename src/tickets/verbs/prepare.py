@@ -71,10 +71,13 @@ def prepare(
     data_root: str | Path | None = None,
     model_root: str | Path | None = None,
     model_id: str | None = None,
+    weights: str | Path | None = None,
 ) -> Prepared:
     """Load (or accept) the model and task, fit the head, resolve the prunable set and snapshot θ0.
 
-    ``model_id`` names a passed ModelSpec in configs (default: its name plus a digest of its weights)."""
+    ``weights``: a checkpoint file θ0 is read from instead of the model's shipped weights (any layout
+    ``tickets.statedict`` resolves). ``model_id`` names a passed ModelSpec in configs (default: its name plus a
+    digest of its weights)."""
     from tickets.models import load_model
     from tickets.tasks import load_task
 
@@ -85,7 +88,7 @@ def prepare(
         spec = copy.deepcopy(model)  # the caller's model stays untouched by head changes and training
         model_id = model_id or f"{spec.name}@{state_digest(spec.module.state_dict())}"
     else:
-        spec = load_model(model, model_root=model_root)
+        spec = load_model(model, model_root=model_root, weights=weights)
         model_id = model
     if not isinstance(task, str):
         task_obj = task

@@ -73,6 +73,10 @@ def resolved_config(cfg: TransferConfig, model_id: str, task_name: str, family: 
         config["robust_eval"] = hash_view(resolve_attack(cfg.robust_eval, "robust_eval"))
     config["ticket"] = None if ticket is None else {"checksum": ticket.meta.get("checksum"),
                                                     "sparsity": round(ticket.mask.sparsity, 6)}
+    if cfg.weights is not None:
+        from tickets.verbs.find import weights_identity
+
+        config["weights"] = weights_identity(cfg.weights)
     return config
 
 
@@ -103,7 +107,7 @@ def transfer(
             raise TicketsError(f"ticket {cfg.ticket} records no model (a {ticket.meta.get('format', 'legacy')} mask "
                                "file): pass --model NAME")
     prepared = prepare(model_name, task or cfg.task, head=cfg.head, seed=cfg.seed, data=cfg.data,
-                       data_root=data_root, model_root=model_root)
+                       data_root=data_root, model_root=model_root, weights=cfg.weights)
     train = resolve_train(cfg.train, prepared.family, prepared.recipe)
     mask = ticket_mask(ticket, prepared, cfg.reverse) if ticket is not None else None
     pattern = None
