@@ -1,5 +1,7 @@
 """The training loop, ticket drawing and transfer, end to end on scikit-learn digits (fast, no files)."""
 
+import json
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from tickets.pruning import random_prune
 from tickets.runs import RunDir, read_json
 from tickets.tasks.base import DataConfig
 from tickets.ticket import load_ticket
+from tickets.training.callbacks import Callback
 from tickets.training.loop import fine_tune
 from tickets.runtime import resolve_device
 from tickets.verbs.transfer import transfer
@@ -162,3 +165,39 @@ def test_transfer_dense_ticket_reverse_and_resume(tmp_path):
 def test_device_auto_is_cpu_here():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
+
+
+class _StepLog(Callback):
+    """Per fine-tune: the (step, learning rate, batch fingerprint) of every optimizer step."""
+
+    key = "steplog"
+
+    def __init__(self):
+        self.runs, self._fp = [], None
+
+    def on_train_begin(self, state):
+        self.runs.append([])
+
+    def on_batch(self, state, batch):
+        self._fp = float(batch["x"].sum())
+        return batch
+
+    def after_optimizer_step(self, state):
+        self.runs[-1].append((state.step, state.optimizer.param_groups[0]["lr"], self._fp))
+
+
+def test_rewind_to_step_k_resumes_the_schedule_at_step_k(tmp_path):
+    """Rewinding to step K (Frankle et al. 2020; open_lth): later levels train steps K+1..T of the dense run's
+    schedule — same learning rates, same batches — not T steps restarted from step 0."""
+    log = _StepLog()
+    cfg = find_cfg(rewind="step:3")
+    res = find_tickets(cfg, out=tmp_path, device="cpu", progress=False, callbacks=[log])
+    dense, level1 = log.runs[0], log.runs[1]
+    total = len(dense)
+    assert [s for s, _, _ in level1] == list(range(4, total + 1))  # steps K+1..T
+    assert [lr for _, lr, _ in level1] == [lr for _, lr, _ in dense[3:]]  # the schedule continues from K
+    assert [fp for _, _, fp in level1] == [fp for _, _, fp in dense[3:]]  # and so does the data order
+    meta = res.ticket(1).meta
+    assert meta["rewind"]["step"] == 3 and "fresh optimizer" in meta["rewind"]["optimizer_state"]
+    m = json.loads((res.path / "level-01" / "metrics.json").read_text())
+    assert m["start_step"] == 3 and m["steps"] == total
