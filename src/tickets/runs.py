@@ -44,6 +44,18 @@ class RunBusy(TicketsError):
 _LEVEL = re.compile(r"level-(\d+)$")
 
 
+def _first_difference(old: Any, new: Any, where: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{where}.{key}" if where else str(key))
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            if a != b:
+                return _first_difference(a, b, f"{where}[{i}]")
+    return f"{where or 'inputs'}: {str(old)[:80]} then, now {str(new)[:80]}"
+
+
 def config_hash(config: dict) -> str:
     """12 hex digits of sha256 over the canonical JSON of the (hash view of the resolved) config."""
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=_json_default)
@@ -184,6 +196,29 @@ class RunDir:
                 )
         else:
             atomic_write_text(cfg_file, text)
+
+    # -- inputs ------------------------------------------------------------------------------------------
+    def check_inputs(self, inputs: dict) -> None:
+        """Record ``inputs`` (data files and weights by sha256, see ``Prepared.inputs``) in ``inputs.json`` the
+        first time; later, refuse with one line when they differ — the same config on other data or weights must
+        not silently return this run's results."""
+        path = self.layout.inputs
+        if path.exists():
+            try:
+                old = read_json(path)
+            except (OSError, ValueError):
+                old = None
+            if old is not None and old != inputs:
+                what = _first_difference(old, inputs)
+                raise TicketsError(f"run directory {self.path} was computed from other inputs ({what}): choose another "
+                                   "--out for these data/weights, or delete that run to recompute it")
+            if old is not None:
+                return
+        try:
+            write_json(path, inputs)
+        except OSError:  # a finished run in a read-only folder made before inputs were recorded: nothing to record
+            if not self.layout.done_levels():
+                raise
 
     # -- log ---------------------------------------------------------------------------------------------
     def log(self, event: str, **fields: Any) -> None:

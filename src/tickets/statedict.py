@@ -722,8 +722,18 @@ def state_digest(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def file_digest(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file's bytes, read in 1 MiB chunks."""
+    """sha256 (hex) of a file's bytes, read in 1 MiB chunks (memoised per path, size and mtime in the process)."""
+    try:
+        st = os.stat(path)
+        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _DIGESTS:
+        return _DIGESTS[key]
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
@@ -731,4 +741,6 @@ def file_digest(path: str | os.PathLike) -> str:
                 h.update(chunk)
     except OSError as err:
         raise TicketsError(f"cannot read {str(path)!r} ({err.strerror or err}): check the path") from None
+    if key is not None:
+        _DIGESTS[key] = h.hexdigest()
     return h.hexdigest()

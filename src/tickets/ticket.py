@@ -50,7 +50,7 @@ LEGACY_PRUNE = "pytorch-prune"
 LEGACY_OPEN_LTH = "open_lth"
 
 # Meta fields written from the file itself (never from Ticket.meta).
-_FILE_FIELDS = ("format", "format_version", "checksum")
+_FILE_FIELDS = ("format", "format_version", "checksum", "meta_checksum")
 # Order in which `describe` lists the common fields; others follow alphabetically.
 _META_ORDER = (
     "model", "prunable", "source_task", "method", "scope", "level", "sparsity", "seed", "weights", "head_policy",
@@ -108,6 +108,7 @@ def save_ticket(path: str | os.PathLike, ticket: Ticket) -> None:
                 f"ticket meta field {key!r} cannot be stored ({err}): use JSON values (str, number, list, dict)"
             ) from None
 
+    header["meta_checksum"] = _meta_checksum(header)
     atomic_write_bytes(path, _serialize(tensors, header))
 
 
@@ -142,6 +143,15 @@ def _serialize(tensors: list[tuple[str, torch.Tensor]], metadata: dict[str, str]
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     return len(text).to_bytes(8, "little") + text + b"".join(chunks)
+
+
+def _meta_checksum(header: dict[str, str]) -> str:
+    """sha256 over every header entry except the two checksums: the metadata (model, source task, method, pattern,
+    …) is as protected as the masks, so an edited ``meta.model`` is caught."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in header if k not in ("checksum", "meta_checksum")):
+        h.update(key.encode() + b"\0" + str(header[key]).encode() + b"\0")
+    return "sha256:" + h.hexdigest()
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -213,7 +223,7 @@ def _load_safetensors(path: Path, data: bytes) -> Ticket:
         raw = header.get("__metadata__") or {}
         if not isinstance(raw, dict):
             raise ValueError("metadata is not an object")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         raise _corrupt(path, "unreadable safetensors header") from None
     if raw.get("format") != FORMAT:
         raise TicketsError(
@@ -229,6 +239,9 @@ def _load_safetensors(path: Path, data: bytes) -> Ticket:
             f"{path} has ticket format_version {version}, newer than this tickets reads ({FORMAT_VERSION}): "
             "upgrade tickets"
         )
+    if "meta_checksum" in raw and raw["meta_checksum"] != _meta_checksum(raw):
+        raise TicketsError(f"ticket file {path} failed its metadata checksum (its model, task or method fields were "
+                           "edited or damaged): re-copy it or draw the ticket again")
     try:
         tensors = safetensors.torch.load(data)
         names = json.loads(raw["names"])
@@ -237,6 +250,7 @@ def _load_safetensors(path: Path, data: bytes) -> Ticket:
         meta_fields = {k[len(META_PREFIX) :]: json.loads(v) for k, v in raw.items() if k.startswith(META_PREFIX)}
     except Exception as err:  # safetensors raises its own error types for truncated / inconsistent data
         raise _corrupt(path, f"{type(err).__name__}: {_first_line(err)}") from None
+    _check_schema(path, names, shapes, weight_names, tensors)
 
     packed: dict[str, np.ndarray] = {}
     for name in names:
@@ -281,6 +295,27 @@ def _load_safetensors(path: Path, data: bytes) -> Ticket:
     return Ticket(mask=mask, meta=meta, weights=weights or None)
 
 
+MAX_WEIGHTS = 10**11  # per tensor: far above any model this runs on; guards against absurd declared shapes
+
+
+def _check_schema(path: Path, names: Any, shapes: Any, weight_names: Any, tensors: dict) -> None:
+    """The header's structure, checked before it is used: names a list of distinct strings, shapes a mapping of
+    those names to lists of non-negative integers, stored weights real tensors. TicketsError naming the problem."""
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise _corrupt(path, "its names are not a list of distinct tensor names")
+    if not isinstance(shapes, dict) or set(shapes) != set(names):
+        raise _corrupt(path, "its shapes do not map every listed tensor name to a shape")
+    for name, shape in shapes.items():
+        if (not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                      for d in shape) or math.prod(shape) > MAX_WEIGHTS):
+            raise _corrupt(path, f"shape of {name!r} is not a list of non-negative integers: {str(shape)[:60]}")
+    if not isinstance(weight_names, list) or not all(isinstance(n, str) for n in weight_names):
+        raise _corrupt(path, "its weight_names are not a list of tensor names")
+    for key, value in tensors.items():
+        if not isinstance(value, torch.Tensor) or value.layout != torch.strided:
+            raise _corrupt(path, f"tensor {key!r} is not a dense tensor")
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0].split(". ")[0][:200] if text else type(err).__name__
@@ -310,6 +345,9 @@ def _load_torch(path: Path, data: bytes) -> Ticket:
     fmt, raw, ignored = found
     masks = {}
     for key, value in raw.items():
+        if value.layout != torch.strided or value.dim() > 8:
+            raise TicketsError(f"{path}: mask {key!r} is a {value.layout} tensor, not a dense 0/1 mask: re-save it "
+                               "with mask.to_dense()")
         if value.numel() and not bool(((value == 0) | (value == 1)).all()):
             raise TicketsError(
                 f"{path}: tensor {key!r} has values other than 0/1, so this looks like a weights state dict, not a "

@@ -24,7 +24,7 @@ from tickets import __version__
 from tickets.config import (FindConfig, RewindPoint, ScheduleConfig, resolve_attack, resolve_schedule, resolve_train,
                             validate_find)
 from tickets.errors import TicketsError
-from tickets.fileio import atomic_write, read_json, write_json
+from tickets.fileio import atomic_write, read_json, remove_stale_temporaries, write_json
 from tickets.hparams import hash_view
 from tickets.log import get_logger
 from tickets.masks import Mask, PrunableSet
@@ -145,10 +145,15 @@ def find_tickets(
     config = resolved_config(cfg, model_id=prepared.model_id, task=prepared.task.name, prunable=prepared.prunable,
                              family=prepared.family, recipe=prepared.recipe)
     run = RunDir(out, "find", config)
+    run.check_inputs(prepared.inputs())
+    if run.layout.summary.exists() and all(run.is_done(i) and _verified(run.layout, i)
+                                           for i in range(len(config["levels"]))):
+        return FindResult(run.path, [_record(run.layout, i) for i in range(len(config["levels"]))])  # no writes
     with run_lock(run.layout.lock) as held:
         if not held:
             raise RunBusy(f"run {run.path} is being written by another process right now: wait for it to finish "
                                "(rerunning then reuses its levels) or choose another --out")
+        remove_stale_temporaries(run.path)
         prerequisite = None
         before = method.prerequisite(cfg)
         if before is not None:  # random re-init reuses (or first draws) the IMP tickets of the same settings
@@ -344,6 +349,8 @@ def _meta(ctx: DrawContext, level: int, target: float, weights: str, mask: Mask)
         "run": ctx.run.path.name,
         "tickets_version": __version__,
     }
+    if cfg.weights is not None:
+        meta["theta0_weights"] = weights_identity(cfg.weights)
     if ctx.pattern.name != "unstructured":
         meta["pattern"] = ctx.pattern.at(target).describe() if target > 0 else ctx.pattern.describe()
     if ctx.rewind.kind == "step":

@@ -40,6 +40,32 @@ class Prepared:
     def model(self) -> torch.nn.Module:
         return self.spec.module
 
+    def inputs(self) -> dict:
+        """What this run reads besides its config, by content: every data file the task loaded and the model's
+        weights, each with its sha256 (``runs.RunDir.check_inputs`` records it and refuses a reused run directory
+        whose inputs changed). Entries that are not files (``sklearn.datasets.load_digits``) are kept as named."""
+        from tickets.statedict import file_digest
+
+        def files(paths) -> list[dict]:
+            out = []
+            for entry in paths:
+                path = Path(str(entry))
+                out.append({"file": str(entry), "sha256": file_digest(path)} if path.is_file() else {"file": str(entry)})
+            return out
+
+        info = self.spec.info
+        weights = info.get("weights")
+        model: dict = {"id": self.model_id}
+        if info.get("weights_sha256"):
+            model["sha256"] = info["weights_sha256"]
+        elif weights and Path(str(weights)).is_file():
+            model["sha256"] = file_digest(weights)
+        elif info.get("source") and Path(str(info["source"])).is_dir():
+            folder = Path(str(info["source"]))
+            model["files"] = files(sorted(str(p) for p in folder.iterdir()
+                                          if p.suffix in (".safetensors", ".bin", ".json") and p.is_file()))
+        return {"model": model, "data": files(self.task.info.get("files", []))}
+
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         """Put ``state`` into the model in place (devices kept)."""
         self.spec.module.load_state_dict(state)

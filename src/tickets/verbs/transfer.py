@@ -14,7 +14,7 @@ import torch
 
 from tickets.config import TransferConfig, resolve_attack, resolve_train, validate_transfer
 from tickets.errors import TicketsError
-from tickets.fileio import atomic_write, read_json
+from tickets.fileio import atomic_write, read_json, remove_stale_temporaries
 from tickets.hparams import hash_view
 from tickets.log import get_logger
 from tickets.masks import Mask
@@ -108,6 +108,24 @@ def transfer(
                                "file): pass --model NAME")
     prepared = prepare(model_name, task or cfg.task, head=cfg.head, seed=cfg.seed, data=cfg.data,
                        data_root=data_root, model_root=model_root, weights=cfg.weights)
+    drawn_for = ticket.meta.get("model") if ticket is not None else None
+    if drawn_for and drawn_for != prepared.model_id:
+        if not cfg.force:
+            raise TicketsError(f"ticket {cfg.ticket} was drawn for model {drawn_for!r}, not {prepared.model_id!r}: "
+                               f"transfer it with --model {drawn_for} (or pass --force to use it on "
+                               f"{prepared.model_id} where its tensors fit)")
+        logger.warning("ticket drawn for %s used on %s (--force): sparsity is reported over the tensors it masks",
+                       drawn_for, prepared.model_id)
+    if ticket is not None and cfg.init == "ticket":
+        from tickets.verbs.find import weights_identity
+
+        drawn_on = ticket.meta.get("theta0_weights")
+        here = weights_identity(cfg.weights) if cfg.weights else None
+        if drawn_on != here:
+            logger.warning("ticket %s was drawn on %s, but θ0 here is %s: pass the same --weights to apply the mask "
+                           "to the weights it was drawn from", cfg.ticket,
+                           "the --weights checkpoint " + drawn_on["sha256"][:12] if drawn_on else "the shipped weights",
+                           "checkpoint " + here["sha256"][:12] if here else "the shipped weights")
     train = resolve_train(cfg.train, prepared.family, prepared.recipe)
     mask = ticket_mask(ticket, prepared, cfg.reverse) if ticket is not None else None
     pattern = None
@@ -120,16 +138,18 @@ def transfer(
 
     config = resolved_config(cfg, prepared.model_id, prepared.task.name, prepared.family, ticket, prepared.recipe)
     run = RunDir(out, "transfer", config)
+    run.check_inputs(prepared.inputs())
+    if run.is_done(0):
+        try:
+            return TransferResult(run.path, read_json(run.layout.metrics(0)))
+        except (OSError, ValueError):
+            logger.warning("%s is marked done but its metrics.json is unreadable: running it again", run.path)
     with run_lock(run.layout.lock) as held:
         if not held:
             raise RunBusy(f"run {run.path} is being written by another process right now: wait for it to finish "
                                "or choose another --out")
-        if run.is_done(0):
-            try:
-                return TransferResult(run.path, read_json(run.layout.metrics(0)))
-            except (OSError, ValueError):
-                logger.warning("%s is marked done but its metrics.json is unreadable: running it again", run.path)
-                run.unmark_done(0)
+        remove_stale_temporaries(run.path)
+        run.unmark_done(0)
         run.log("run_start", kind="transfer", ticket=cfg.ticket, device=str(device))
         what = f"ticket {cfg.ticket} ({mask.sparsity:.1%} sparse)" if mask is not None else "dense"
         logger.info("transfer %s -> %s on %s: %s", what, prepared.task.name, prepared.model_id, run.path)
