@@ -392,6 +392,20 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _os_error(exc: OSError) -> str:
+    """One line for a file-system error: the path, the cause and what to do."""
+    import errno
+
+    fixes = {errno.ENOSPC: "free disk space or choose another --out", errno.EDQUOT: "free quota or choose another --out",
+             errno.EROFS: "choose a writable --out", errno.EACCES: "choose a writable --out or fix the permissions",
+             errno.EPERM: "choose a writable --out or fix the permissions",
+             errno.EFBIG: "raise the file-size limit (ulimit -f) or choose another --out",
+             errno.ENOTDIR: "--out must be a directory, not a file", errno.EEXIST: "--out must be a directory"}
+    where = exc.filename or "a file"
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    return f"cannot write {where} ({cause}): {fixes.get(exc.errno, 'check the path, its permissions and free space')}"
+
+
 def _plugins_in(argv: list[str]) -> list[str]:
     """``--plugin M`` / ``--plugin=M`` values, read before the parser is built (plugins add choices)."""
     out = []
@@ -429,6 +443,18 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as exc:  # the file system said no: name the path, the cause and the fix
+        if os.environ.get("TICKETS_DEBUG"):
+            raise
+        print(f"tickets: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # not a known kind of bad input: still one line, and how to get the details
+        if os.environ.get("TICKETS_DEBUG"):
+            raise
+        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        print(f"tickets: error: unexpected {type(exc).__name__}: {text} (rerun with TICKETS_DEBUG=1 for the "
+              "traceback, and report it if the input looks right)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -39,7 +39,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
-        write(Path(tmp))
+        try:
+            write(Path(tmp))
+        except RuntimeError as exc:  # torch.save / safetensors report a failed write as a RuntimeError
+            raise _write_error(exc, path) from None
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE)
@@ -47,6 +50,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_error(exc: RuntimeError, path: Path) -> BaseException:
+    """A library's RuntimeError while writing → the OSError it stands for (a full disk is the usual cause)."""
+    import errno
+    import shutil
+
+    text = str(exc).lower()
+    if "write" not in text and "space" not in text:
+        return exc
+    try:
+        full = shutil.disk_usage(path.parent).free < 64 * 1024 * 1024
+    except OSError:
+        full = False
+    code = errno.ENOSPC if full or "space" in text else errno.EIO
+    return OSError(code, os.strerror(code), str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -113,8 +113,12 @@ class Expander:
         key = (model, task)
         if key not in self._sizes:
             from tickets.models import load_model
-            from tickets.tasks import load_task
+            from tickets.tasks import load_task, train_split_size
 
+            cheap = train_split_size(task, self.data_root)
+            if cheap is not None:
+                self._sizes[key] = cheap
+                return cheap
             spec = load_model(model, model_root=self.model_root, pretrained=False)
             full = dataclasses.replace(data, train_size=None, augment=False)
             t = load_task(task, model=spec, data_root=self.data_root, data=full, seed=seed)
@@ -211,12 +215,33 @@ class Expander:
                 cfg = self.transfer_config(settings, model, task, seed, fraction)
                 job = Job("dense", model, task, seed, fraction, config=cfg, path=path)
                 dense.setdefault(job.key, job)
+        for job in [*finds.values(), *transfers.values(), *dense.values()]:
+            self._check_train_size(job)
         # seed-major order: every job of the first seed before the second, so a cut-short study has whole seeds;
         # within a seed: dense baselines, then finds, then the transfers that need their tickets
         phase = {"dense": 0, "find": 1, "transfer": 2}
         ordered = list(dense.values()) + list(finds.values()) + list(transfers.values())
         ordered.sort(key=lambda j: (exp.seeds.index(j.seed), phase[j.kind]))
         return ordered
+
+    def _check_train_size(self, job: Job) -> None:
+        """A ``train_size`` larger than the task's training split is an error at the block's line, found now."""
+        from tickets.tasks import train_split_size
+
+        wanted = job.config.data.train_size
+        if wanted is None:
+            return
+        key = ("size", job.task)
+        if key not in self._sizes:
+            self._sizes[key] = train_split_size(job.task, self.data_root)
+        have = self._sizes[key]
+        if have is not None and wanted > have:
+            doc = self.exp.located
+            where = job.path + ("data", "train_size")
+            if where not in doc.lines:
+                where = ("data", "train_size")
+            raise doc.error(where, f"train_size {wanted} is more than the {have} training examples of {job.task}: "
+                                   "lower it")
 
     # -- run directories and status ----------------------------------------------------------------------------
     def predict(self, job: Job, out: Path) -> None:

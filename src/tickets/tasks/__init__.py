@@ -24,20 +24,22 @@ from tickets.tasks import custom as _custom  # noqa: F401  (registers Task.from_
 from tickets.tasks.base import Batch, DataConfig, Metric, Split, Task
 
 __all__ = ["TASKS", "Batch", "DataConfig", "Metric", "Split", "Task", "load_task", "task_names", "canonical_task",
-           "task_modality"]
+           "task_modality", "train_split_size"]
 
 TASKS: Registry = Registry("task", listing="tickets tasks")
 
 _IMAGES = "tickets.tasks.images:load_image_task"
-TASKS.register("cifar10", _IMAGES, modality="image", help="CIFAR-10 (10 classes, 32×32 colour)")
-TASKS.register("cifar100", _IMAGES, modality="image", help="CIFAR-100 (100 fine classes, 32×32 colour)")
-TASKS.register("mnist", _IMAGES, modality="image", help="MNIST handwritten digits (28×28 grey)")
-TASKS.register("fashion-mnist", _IMAGES, modality="image", help="Fashion-MNIST (10 clothing classes, 28×28 grey)")
-TASKS.register("digits", _IMAGES, modality="image", help="scikit-learn 8×8 digits, no download (10 classes)")
-TASKS.register("digits-0-4", _IMAGES, modality="image", help="scikit-learn digits 0–4 (the demo's pre-training)")
-TASKS.register("digits-5-9", _IMAGES, modality="image", help="scikit-learn digits 5–9, labels 0–4 (the demo)")
+_SIZE = "tickets.tasks.images:train_split_size"
+TASKS.register("cifar10", _IMAGES, modality="image", size=_SIZE, help="CIFAR-10 (10 classes, 32×32 colour)")
+TASKS.register("cifar100", _IMAGES, modality="image", size=_SIZE, help="CIFAR-100 (100 fine classes, 32×32 colour)")
+TASKS.register("mnist", _IMAGES, modality="image", size=_SIZE, help="MNIST handwritten digits (28×28 grey)")
+TASKS.register("fashion-mnist", _IMAGES, modality="image", size=_SIZE, help="Fashion-MNIST (10 clothing classes, 28×28 grey)")
+TASKS.register("digits", _IMAGES, modality="image", size=_SIZE, help="scikit-learn 8×8 digits, no download (10 classes)")
+TASKS.register("digits-0-4", _IMAGES, modality="image", size=_SIZE, help="scikit-learn digits 0–4 (the demo's pre-training)")
+TASKS.register("digits-5-9", _IMAGES, modality="image", size=_SIZE, help="scikit-learn digits 5–9, labels 0–4 (the demo)")
 TASKS.register_family("glue/", "tickets.tasks.glue:load_glue_task", display="glue/<task>", modality="text",
-                      canonical="tickets.tasks.glue:canonical_name", install="pip install 'pretrained-tickets[text]'",
+                      canonical="tickets.tasks.glue:canonical_name", size="tickets.tasks.glue:train_split_size",
+                      install="pip install 'pretrained-tickets[text]'",
                       help="GLUE: sst2, cola, mrpc, qqp, rte, stsb, wnli (dev set reported)")
 TASKS.register_family("mlm/", "tickets.tasks.mlm:load_mlm_task", display="mlm/<corpus>", modality="text",
                       canonical="tickets.tasks.mlm:canonical_name", install="pip install 'pretrained-tickets[text]'",
@@ -64,6 +66,18 @@ def canonical_task(name: str) -> str:
         return name
     module, _, attr = canonical.partition(":")
     return getattr(importlib.import_module(module), attr)(name)
+
+
+def train_split_size(name: str, data_root: str | os.PathLike | None = None) -> int | None:
+    """Examples in task ``name``'s training split when the task can tell without loading everything (registry
+    meta ``size``), else None."""
+    import importlib
+
+    size = TASKS.meta(name).get("size")
+    if size is None:
+        return None
+    module, _, attr = size.partition(":")
+    return getattr(importlib.import_module(module), attr)(name, data_root)
 
 
 def load_task(

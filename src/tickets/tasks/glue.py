@@ -101,6 +101,19 @@ def glue_key(name: str) -> str:
     return key
 
 
+def train_split_size(name: str, data_root: str | os.PathLike | None = None) -> int | None:
+    """Labelled examples in the task's train.tsv (as parsed: rows with a bad label are not counted), or None when
+    the TSVs are not under the data root."""
+    key = glue_key(name)
+    try:
+        folder, _ = _glue_dir(key, data_root)
+    except TicketsError:
+        return None
+    if folder is None or not (folder / "train.tsv").is_file():
+        return None
+    return len(parse_glue_tsv(folder / "train.tsv", GLUE_TASKS[key]).labels)
+
+
 def canonical_name(name: str) -> str:
     """``glue/SST-2`` → ``glue/sst2`` (the name the loaded task reports); TicketsError for an unknown GLUE task."""
     return f"glue/{glue_key(name)}"

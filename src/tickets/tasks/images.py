@@ -530,6 +530,26 @@ def load_raw_file_task(name: str, data_root: str | os.PathLike | None) -> RawIma
     )
 
 
+def train_split_size(name: str, data_root: str | os.PathLike | None = None) -> int | None:
+    """Examples in task ``name``'s training split, read cheaply (the npz labels only; digits in memory), so an
+    experiment's ``train_size`` is checked before anything runs. None when only a full load would tell."""
+    if name in DIGIT_TASKS:
+        return len(load_raw_digits(name).y_train)
+    from tickets.paths import data_root as resolve_root
+
+    root = resolve_root(data_root, required=False)
+    if root is None or name not in FILE_TASKS:
+        return None
+    path = _file_candidates(root, name)[0][0]
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return int(data["y_train"].shape[0]) if "y_train" in data.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
 def load_raw_digits(name: str) -> RawImages:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

@@ -24,11 +24,14 @@ from tqdm.auto import tqdm
 
 from tickets.config import TrainConfig, resolve_train
 from tickets.errors import TicketsError
+from tickets.log import get_logger
 from tickets.masks import Mask
 from tickets.runtime import resolve_device
 from tickets.tasks.base import Task, higher_is_better
 from tickets.training.callbacks import AdversarialCallback, Callback, LoopState, MaskCallback
 from tickets.training.evaluate import _batch_size, _to, evaluate
+
+logger = get_logger(__name__)
 
 
 def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
@@ -133,6 +136,11 @@ def fine_tune(
                       epoch=start_step // steps_per_epoch, desc=desc)
     higher = higher_is_better(task.primary_metric)
     best_val: dict = {}
+    problem = _unusable_checkpoint(resume, model, cfg, steps_per_epoch, total_steps) if resume is not None else None
+    if problem is not None:
+        logger.warning("%s: the epoch checkpoint is unusable (%s): starting this fine-tune from its beginning", desc,
+                       problem)
+        resume = None
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -225,6 +233,35 @@ def fine_tune(
     seconds = time.perf_counter() - started
     return TrainResult(val=best_val, best_epoch=state.best_epoch, steps=state.step, history=state.history,
                        seconds=seconds, examples_per_second=seen / max(seconds, 1e-9))
+
+
+def _unusable_checkpoint(ckpt: Any, model: nn.Module, cfg: TrainConfig, steps_per_epoch: int,
+                         total_steps: int) -> str | None:
+    """Why a checkpoint read back from disk cannot continue this fine-tune (None when it can): missing keys,
+    tensors of other shapes or non-finite values, or an epoch / step this schedule never reaches."""
+    if not isinstance(ckpt, dict):
+        return "not a checkpoint"
+    for key in ("model", "optimizer", "epoch", "step", "history", "best_score", "best_epoch"):
+        if key not in ckpt:
+            return f"no {key!r}"
+    state, own = ckpt["model"], model.state_dict()
+    if not isinstance(state, dict) or set(state) != set(own):
+        return "its weights are for another model"
+    for name, value in own.items():
+        got = state[name]
+        if not isinstance(got, torch.Tensor) or got.shape != value.shape:
+            return f"weight {name!r} has another shape"
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            return f"weight {name!r} holds NaN/Inf"
+    epoch, step = ckpt["epoch"], ckpt["step"]
+    if not (isinstance(epoch, int) and 0 <= epoch < cfg.epochs - 1 and isinstance(step, int)
+            and 0 < step <= min(total_steps, (epoch + 1) * steps_per_epoch)
+            and isinstance(ckpt["history"], list) and len(ckpt["history"]) >= 1):
+        return f"it claims epoch {epoch}, step {step}, impossible for {cfg.epochs} epochs of {steps_per_epoch} steps"
+    best = ckpt["best_state"] if ckpt.get("best_state") is not None else state
+    if not isinstance(best, dict) or set(best) != set(own):
+        return "its selected weights are for another model"
+    return None
 
 
 def _nonfinite_loss(model: nn.Module, batch: dict, loss: torch.Tensor, step: int, cfg: TrainConfig) -> str:

@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 import torch
 
 from tickets.config import TrainConfig
+from tickets.errors import TicketsError
 from tickets.fileio import write_json
 from tickets.log import get_logger
 from tickets.masks import Mask
@@ -74,6 +75,9 @@ def run_level(
                        desc=desc, family=prepared.family, recipe=prepared.recipe)
     test = evaluate(model, prepared.task, "test", device=device, batch_size=train.eval_batch_size, limit=limit,
                     mask=enforced)
+    if not test.get("examples"):
+        raise TicketsError(f"the test split of {prepared.task.name!r} is empty, so there is nothing to score: check "
+                           "its data files (GLUE: dev.tsv) and --limit")
     metrics = {
         "level": level,
         "task": prepared.task.name,
