@@ -42,7 +42,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         try:
             write(Path(tmp))
         except RuntimeError as exc:  # torch.save / safetensors report a failed write as a RuntimeError
-            raise _write_error(exc, path) from None
+            raise _write_error(exc, path, Path(tmp)) from None
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE)
@@ -52,19 +52,31 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         raise
 
 
-def _write_error(exc: RuntimeError, path: Path) -> BaseException:
-    """A library's RuntimeError while writing → the OSError it stands for (a full disk is the usual cause)."""
+def _write_error(exc: RuntimeError, path: Path, tmp: Path) -> BaseException:
+    """A library's RuntimeError while writing (torch.save reports "unexpected pos" / "file write failed") → the
+    OSError it stands for: the file-size limit (``ulimit -f``), a full disk, or an I/O error."""
     import errno
+    import resource
     import shutil
 
     text = str(exc).lower()
-    if "write" not in text and "space" not in text:
+    if not any(word in text for word in ("write", "space", "inline_container", "unexpected pos")):
         return exc
+    try:
+        size = os.path.getsize(tmp)
+    except OSError:
+        size = 0
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
     try:
         full = shutil.disk_usage(path.parent).free < 64 * 1024 * 1024
     except OSError:
         full = False
-    code = errno.ENOSPC if full or "space" in text else errno.EIO
+    if soft != resource.RLIM_INFINITY and size >= 0.9 * soft:
+        code = errno.EFBIG
+    elif full or "space" in text:
+        code = errno.ENOSPC
+    else:
+        code = errno.EIO
     return OSError(code, os.strerror(code), str(path))
 
 

@@ -1,0 +1,426 @@
+"""Hostile and careless input, one test (or property) per *kind* of fault: the answer is one line naming the
+problem and the fix, exit 2 — never a wrong result, a traceback or a hang.
+
+Kinds (issue "Reliability"): 1 run identity, 2 ticket integrity, 3 impossible settings, 4 untrusted structure,
+5 broken run folders, 6 file-system errors, 7 liveness, 8 advice that names the real cause.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tickets.cli import main
+from tickets.config import FindConfig, TrainConfig
+from tickets.errors import TicketsError
+from tickets.hparams import from_dict
+from tickets.masks import Mask
+from tickets.ticket import Ticket, load_ticket, save_ticket
+
+FAST = ["--epochs", "1", "--train-size", "200", "--batch-size", "64", "--device", "cpu", "--quiet"]
+FIND = ["find", "--model", "small-cnn", "--task", "digits-5-9", "--sparsities", "0.5", "--method", "omp"]
+
+
+def one_line(capsys, code, *words, rc=2):
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == rc, err
+    assert len(lines) == 1 and lines[0].startswith("tickets: error:"), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+# -- 1. run identity -------------------------------------------------------------------------------------------------
+def _npz(root: Path, shift: int = 0) -> None:
+    rng = np.random.default_rng(0)
+    (root / "mnist").mkdir(parents=True, exist_ok=True)
+    x = rng.integers(0, 255, (300, 28, 28, 1), dtype=np.uint8)
+    y = (np.arange(300) + shift) % 10
+    np.savez(root / "mnist" / "mnist.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
+
+
+def test_same_command_on_other_data_is_refused_not_reused(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _npz(a)
+    _npz(b, shift=3)  # same shapes, other labels
+    argv = ["transfer", "--model", "small-cnn", "--task", "mnist", *FAST, "--out", str(tmp_path / "runs")]
+    assert main([*argv, "--data-root", str(a)]) == 0
+    capsys.readouterr()
+    line = one_line(capsys, main([*argv, "--data-root", str(b)]), "other inputs", "--out")
+    assert "mnist.npz" in line
+
+
+def test_other_weights_get_their_own_run(tmp_path):
+    from tickets.models import load_model
+
+    spec = load_model("small-cnn")
+    w1, w2 = tmp_path / "w1.pth", tmp_path / "w2.pth"
+    torch.save(spec.module.state_dict(), w1)
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in spec.module.state_dict().items()}, w2)
+    out = tmp_path / "runs"
+    for w in (w1, w2):
+        assert main([*FIND, *FAST, "--weights", str(w), "--out", str(out)]) == 0
+    assert len(list(out.glob("find-*"))) == 2
+
+
+# -- 2. ticket integrity ---------------------------------------------------------------------------------------------
+def _ticket(tmp_path: Path) -> Path:
+    assert main([*FIND, *FAST, "--out", str(tmp_path / "runs")]) == 0
+    return next((tmp_path / "runs").glob("find-*/level-00/ticket.safetensors"))
+
+
+def _edit_header(path: Path, edit) -> Path:
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    edit(header["__metadata__"])
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    out = path.with_name("edited.safetensors")
+    out.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
+    return out
+
+
+def test_edited_metadata_fails_its_checksum(tmp_path, capsys):
+    ticket = _ticket(tmp_path)
+    edited = _edit_header(ticket, lambda m: m.update({"meta.model": json.dumps("resnet32-cifar10")}))
+    capsys.readouterr()
+    one_line(capsys, main(["inspect", str(edited)]), "metadata checksum")
+
+
+def test_ticket_for_another_model_needs_force(tmp_path, capsys):
+    from tickets.models import load_model
+
+    spec = load_model("small-cnn")
+    path = tmp_path / "t.safetensors"
+    names = ["conv1.weight"]
+    save_ticket(path, Ticket(Mask.ones_like(spec.module, names), {"model": "resnet20-cifar10"}))
+    argv = ["transfer", "--ticket", str(path), "--model", "small-cnn", "--task", "digits-5-9", *FAST,
+            "--out", str(tmp_path / "runs")]
+    one_line(capsys, main(argv), "drawn for model 'resnet20-cifar10'", "--force")
+    assert main([*argv, "--force"]) == 0
+
+
+# -- 3. impossible settings ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags, words", [
+    (["--lr", "nan"], ["lr", "finite"]),
+    (["--lr", "inf"], ["lr", "finite"]),
+    (["--weight-decay", "nan"], ["weight_decay"]),
+    (["--lr", "-1"], ["lr", "> 0"]),
+    (["--batch-size", "0"], ["batch_size", ">= 1"]),
+    (["--batch-size", "-64"], ["batch_size", ">= 1"]),
+    (["--limit", "0"], ["limit", ">= 1"]),
+    (["--val-fraction", "0"], ["val_fraction", "(0, 1)"]),
+    (["--max-steps", "0"], ["max_steps"]),
+    (["--max-steps", "-1"], ["max_steps"]),
+    (["--seed", str(2**40)], ["seed"]),
+    (["--threads", "-1"], ["threads"]),
+    (["--train-size", "1"], ["validation", "train"]),
+    (["--val-size", "0"], ["val_size", "validation"]),
+    (["--sparsities", "0.5,0.4"], ["increase"]),
+])
+def test_impossible_settings_are_one_line(flags, words, tmp_path, capsys):
+    argv = [*FIND, *[f for f in FAST if f != "--quiet"], "--out", str(tmp_path / "runs"), *flags]
+    one_line(capsys, main(argv), *words)
+    assert not list((tmp_path / "runs").glob("find-*/level-00/DONE"))
+
+
+def test_out_pointing_at_a_file(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    one_line(capsys, main([*FIND, *FAST, "--out", str(target)]), "--out")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("out: 5\n", ["out", "string"]),
+    ("device: [cpu]\n", ["device", "string"]),
+    ("- a\n- b\n", ["mapping"]),
+    ("seed: 1\nseed: 2\n", ["appears twice"]),
+    ("train: {lr: .nan}\n", ["lr", "finite"]),
+    ("bogus_key: 1\n", ["unknown key 'bogus_key'"]),
+])
+def test_wrong_config_files_are_one_line(text, words, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no --out flag: the file's own out/device values must be checked
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: small-cnn\ntask: digits-5-9\n" + text if not text.startswith("-") else text)
+    one_line(capsys, main(["find", "--config", str(cfg)]), *words)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_non_utf8_config(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(b"model: sm\xffall-cnn\n")
+    one_line(capsys, main(["find", "--config", str(cfg)]), "UTF-8")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(["epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup",
+                                        "max_steps", "grad_clip", "optimizer", "lr_schedule"]),
+                       st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+                                 st.text(max_size=5), st.booleans(), st.none(), st.lists(st.integers(), max_size=2)),
+                       max_size=4))
+def test_any_train_values_either_validate_or_raise_one_tickets_error(values):
+    """Property: a config built from arbitrary values is either fully valid (every bound holds after the family
+    defaults are filled in) or rejected with a TicketsError — never a crash, never a NaN that slips through."""
+    from tickets.config import resolve_train
+
+    try:
+        cfg = from_dict(FindConfig, {"model": "m", "task": "t", "train": values}, "")
+        train = resolve_train(cfg.train, "cnn")
+    except TicketsError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert train.epochs >= 1 and train.batch_size >= 1 and train.lr > 0 and np.isfinite(train.lr)
+    assert 0 <= train.warmup < 1 and train.weight_decay >= 0
+
+
+def test_dry_run_checks_values_before_anything_runs(tmp_path, capsys):
+    for text in ("train: {batch_size: 0}", "train: {lr: .nan}", "train: {max_steps: -5}", "data: {train_size: 0}",
+                 "data: {train_size: 99999}"):
+        exp = tmp_path / "e.yaml"
+        exp.write_text(f"models: [small-cnn]\n{text}\nfind:\n  - tasks: [digits]\n")
+        one_line(capsys, main(["run", str(exp), "--dry-run", "--out", str(tmp_path / "runs")]), "e.yaml:2")
+
+
+# -- 4. untrusted structure ------------------------------------------------------------------------------------------
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path, capsys):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+              f"*a{i - 1}, *a{i - 1}]" for i in range(1, 10)]
+    exp = tmp_path / "bomb.yaml"
+    exp.write_text("\n".join(lines) + "\nmodels: [small-cnn]\n")
+    t0 = time.perf_counter()
+    one_line(capsys, main(["run", str(exp), "--dry-run"]), "aliases")
+    assert time.perf_counter() - t0 < 30  # refused before anything expands (a bound, not a speed target)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda m: m.update(names=json.dumps("conv1.weight")), ["names"]),
+    (lambda m: m.update(shapes=json.dumps({"conv1.weight": ["a", 2]})), ["shape"]),
+    (lambda m: m.update(shapes="[" * 100000 + "]" * 100000), ["corrupt"]),
+])
+def test_crafted_ticket_headers(edit, words, tmp_path, capsys):
+    from tickets import ticket as ticket_module
+
+    ticket = _ticket(tmp_path)
+
+    def forge(meta):  # a crafted file recomputes its checksums so only the schema check can catch it
+        edit(meta)
+        meta.pop("meta_checksum", None)
+
+    edited = _edit_header(ticket, forge)
+    capsys.readouterr()
+    one_line(capsys, main(["inspect", str(edited)]), *words)
+    assert ticket_module.MAX_WEIGHTS > 0
+
+
+def test_sparse_tensor_mask_in_a_torch_file(tmp_path, capsys):
+    path = tmp_path / "mask.pth"
+    torch.save({"conv1.weight": torch.ones(4, 4).to_sparse()}, path)
+    one_line(capsys, main(["inspect", str(path)]), "dense")
+
+
+# -- 5. broken run folders -------------------------------------------------------------------------------------------
+def _find_run(tmp_path: Path, *extra: str) -> Path:
+    assert main(["find", "--model", "small-cnn", "--task", "digits-5-9", "--sparsities", "0.5", *FAST,
+                 "--out", str(tmp_path / "runs"), *extra]) == 0
+    return next((tmp_path / "runs").glob("find-*"))
+
+
+def test_truncated_metrics_next_to_done_is_redone_not_trusted(tmp_path, caplog):
+    run = _find_run(tmp_path)
+    good = json.loads((run / "level-01" / "metrics.json").read_text())
+    (run / "level-01" / "metrics.json").write_text('{"level": 1, "te')
+    (run / "summary.json").unlink()
+    assert main(["find", "--model", "small-cnn", "--task", "digits-5-9", "--sparsities", "0.5", *FAST,
+                 "--out", str(tmp_path / "runs")]) == 0
+    again = json.loads((run / "level-01" / "metrics.json").read_text())
+    assert again["test"] == good["test"]  # redone, bit for bit on CPU
+    assert any(e.get("event") == "level_redo" for e in map(json.loads, (run / "log.jsonl").read_text().splitlines()))
+
+
+def test_missing_next_ticket_retrains_the_previous_level_keeping_it(tmp_path):
+    run = _find_run(tmp_path)
+    ticket = (run / "level-01" / "ticket.safetensors").read_bytes()
+    (run / "level-01" / "ticket.safetensors").unlink()
+    (run / "level-01" / "DONE").unlink()
+    assert main(["find", "--model", "small-cnn", "--task", "digits-5-9", "--sparsities", "0.5", *FAST,
+                 "--out", str(tmp_path / "runs")]) == 0
+    assert (run / "level-01" / "ticket.safetensors").read_bytes() == ticket  # the same ticket, drawn again
+    assert (run / "level-00" / "DONE").exists()
+
+
+@pytest.mark.parametrize("damage", ["missing-keys", "wrong-shape", "impossible-epoch", "nan-weights"])
+def test_damaged_checkpoint_restarts_the_level(damage, tmp_path, caplog):
+    from tickets import DataConfig
+    from tickets.config import ScheduleConfig
+    from tickets.models import load_model
+    from tickets.runs import RunLayout
+    from tickets.verbs.find import find_tickets
+
+    cfg = FindConfig(model="small-cnn", task="digits-5-9", schedule=ScheduleConfig(kind="explicit", sparsities=[0.5]),
+                     train=TrainConfig(epochs=3, batch_size=64), data=DataConfig(train_size=200))
+    clean = find_tickets(cfg, out=tmp_path / "clean", device="cpu", progress=False)
+    first = find_tickets(cfg, out=tmp_path / "runs", device="cpu", progress=False)
+    layout = RunLayout(first.path)
+    layout.done(1).unlink()
+    layout.summary.unlink()
+    weights = dict(load_model("small-cnn").module.state_dict())
+    state = {"model": weights, "optimizer": {}, "epoch": 0, "step": 3, "history": [{"epoch": 0, "val": {}}],
+             "best_score": 0.5, "best_epoch": 0}
+    if damage == "missing-keys":
+        del state["optimizer"]
+    elif damage == "wrong-shape":
+        state["model"] = {**weights, "conv1.weight": torch.zeros(1)}
+    elif damage == "impossible-epoch":
+        state["epoch"] = 99
+    else:
+        state["model"] = {**weights, "conv1.weight": torch.full_like(weights["conv1.weight"], float("nan"))}
+    torch.save(state, layout.checkpoint(1))
+    again = find_tickets(cfg, out=tmp_path / "runs", device="cpu", progress=False)
+    assert again.levels[1]["test"] == clean.levels[1]["test"]  # restarted from scratch, same result
+    assert any("checkpoint is unusable" in r.getMessage() for r in caplog.records)
+
+
+def test_torn_log_line_is_repaired_and_stale_temporaries_removed(tmp_path):
+    run = _find_run(tmp_path)
+    with open(run / "log.jsonl", "a") as fh:
+        fh.write('{"event": "epo')  # a write cut by kill -9
+    (run / ".ticket.safetensors.abc123.tmp").write_bytes(b"half")
+    (run / "level-01" / "DONE").unlink()
+    (run / "summary.json").unlink()
+    assert main(["find", "--model", "small-cnn", "--task", "digits-5-9", "--sparsities", "0.5", *FAST,
+                 "--out", str(tmp_path / "runs")]) == 0
+    lines = (run / "log.jsonl").read_text().splitlines()
+    parsed = [json.loads(line) for line in lines if line != '{"event": "epo']
+    assert len(parsed) == len(lines) - 1  # only the torn line is not JSON; everything after it is
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_files_get_the_users_umask(tmp_path):
+    run = _find_run(tmp_path)
+    mode = (run / "level-01" / "metrics.json").stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
+
+
+# -- 6. file-system errors -------------------------------------------------------------------------------------------
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_out(tmp_path, capsys):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        one_line(capsys, main([*FIND, *FAST, "--out", str(out)]), str(out), "writable")
+    finally:
+        out.chmod(0o755)
+
+
+def test_read_only_finished_run_is_read_not_written(tmp_path):
+    """A finished run copied somewhere nobody may write (simulated: every write raises) is still reported."""
+    run = _find_run(tmp_path)
+    from tickets import fileio
+
+    def refuse(path, write):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    original = fileio.atomic_write
+    fileio.atomic_write = refuse
+    try:
+        assert main(["find", "--model", "small-cnn", "--task", "digits-5-9", "--sparsities", "0.5", *FAST,
+                     "--out", str(tmp_path / "runs")]) == 0
+    finally:
+        fileio.atomic_write = original
+    assert run.exists()
+
+
+def test_full_disk_names_the_path(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from tickets import runs
+
+    def full(path, write):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(runs, "atomic_write_text", lambda path, text: full(path, None))
+    one_line(capsys, main([*FIND, *FAST, "--out", str(tmp_path / "runs")]), "No space left", "free disk space")
+
+
+def test_file_size_limit(tmp_path):
+    """With a 64 KiB file-size limit (ulimit -f) the first epoch checkpoint cannot be written: one line naming the
+    file and the limit, exit 2 (Python ignores SIGXFSZ, so the write fails with EFBIG)."""
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536));"
+            "from tickets.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, *FIND, "--epochs", "2", "--train-size", "200", "--device",
+                           "cpu", "--quiet", "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "checkpoint" in proc.stderr and "ulimit" in proc.stderr
+
+
+# -- 7. liveness -----------------------------------------------------------------------------------------------------
+def test_lock_of_a_killed_process_is_free_at_once(tmp_path):
+    from tickets.runs import is_locked, run_lock
+
+    lock = tmp_path / ".lock"
+    code = (f"from tickets.runs import run_lock\nimport time\nwith run_lock({str(lock)!r}) as held:\n"
+            "    print('held', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    assert is_locked(lock)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not is_locked(lock)
+    with run_lock(lock) as held:
+        assert held
+
+
+def test_a_run_being_written_is_not_trained_twice(tmp_path, capsys):
+    from tickets.runs import run_lock
+
+    run = _find_run(tmp_path)
+    (run / "level-01" / "DONE").unlink()
+    (run / "summary.json").unlink()
+    with run_lock(run / ".lock"):
+        one_line(capsys, main(["find", "--model", "small-cnn", "--task", "digits-5-9", "--sparsities", "0.5", *FAST,
+                               "--out", str(tmp_path / "runs")]), "another process")
+
+
+# -- 8. advice that names the real cause -----------------------------------------------------------------------------
+def test_nan_weights_are_named_not_blamed_on_the_lr(tmp_path, capsys):
+    from tickets.models import load_model
+
+    spec = load_model("small-cnn")
+    state = spec.module.state_dict()
+    state["conv1.weight"][0, 0, 0, 0] = float("nan")
+    bad = tmp_path / "nan.pth"
+    torch.save(state, bad)
+    line = one_line(capsys, main([*FIND, *FAST, "--weights", str(bad), "--out", str(tmp_path / "runs")]),
+                    "conv1.weight", "not finite")
+    assert "lower --lr" not in line
+
+
+def test_empty_test_split_is_named(tmp_path, capsys):
+    root = tmp_path / "data"
+    _npz(root)
+    with np.load(root / "mnist" / "mnist.npz") as z:
+        arrays = dict(z)
+    arrays["x_test"], arrays["y_test"] = arrays["x_test"][:0], arrays["y_test"][:0]
+    np.savez(root / "mnist" / "mnist.npz", **arrays)
+    one_line(capsys, main(["transfer", "--model", "small-cnn", "--task", "mnist", *FAST, "--data-root", str(root),
+                           "--out", str(tmp_path / "runs")]), "test split", "empty")
+    assert shutil.which("true")
