@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from tickets.cli import main
 from tickets.config import TrainConfig

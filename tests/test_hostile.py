@@ -27,7 +27,7 @@ from tickets.config import FindConfig, TrainConfig
 from tickets.errors import TicketsError
 from tickets.hparams import from_dict
 from tickets.masks import Mask
-from tickets.ticket import Ticket, load_ticket, save_ticket
+from tickets.ticket import Ticket, save_ticket
 
 FAST = ["--epochs", "1", "--train-size", "200", "--batch-size", "64", "--device", "cpu", "--quiet"]
 FIND = ["find", "--model", "small-cnn", "--task", "digits-5-9", "--sparsities", "0.5", "--method", "omp"]
