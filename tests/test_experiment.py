@@ -201,3 +201,20 @@ def test_load_experiment_raises_tickets_error(tmp_path):
         load_experiment(tmp_path / "missing.yaml")
     with pytest.raises(TicketsError, match="declares no models"):
         load_experiment(_write(tmp_path, "seeds: [0]\n"))
+
+
+def test_block_seeds_and_ticket_seed(tmp_path):
+    """Tickets drawn once (seed 0) and fine-tuned on each target with three seeds: the BERT-study layout."""
+    text = ("models: [small-cnn]\nseeds: [0, 1, 2]\nschedule: {kind: explicit, sparsities: [0.5]}\n"
+            "find:\n  - tasks: [digits-5-9]\n    seeds: [0]\n"
+            "transfer:\n  - from: [digits-5-9]\n    to: [digits-5-9, digits-0-4]\n    ticket_seed: 0\n")
+    jobs = Expander(load_experiment(_write(tmp_path, text))).jobs()
+    finds = [j for j in jobs if j.kind == "find"]
+    transfers = [j for j in jobs if j.kind == "transfer"]
+    assert [(j.task, j.seed) for j in finds] == [("digits-5-9", 0)]  # one find, not one per seed
+    assert sorted((j.task, j.seed) for j in transfers) == [("digits-0-4", 0), ("digits-0-4", 1), ("digits-0-4", 2),
+                                                           ("digits-5-9", 1), ("digits-5-9", 2)]  # seed 0 on its
+    assert all(j.source_job is finds[0] for j in transfers)  # own task is the find run itself
+    assert "(ticket seed 0)" in next(j for j in transfers if j.seed == 2).label()
+    dense = sorted((j.task, j.seed) for j in jobs if j.kind == "dense")
+    assert dense == [(t, s) for t in ("digits-0-4", "digits-5-9") for s in (0, 1, 2)]

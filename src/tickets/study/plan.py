@@ -52,8 +52,10 @@ class Job:
             return f"find {self.method} {self.model} {self.task} seed {self.seed}"
         if self.kind == "dense":
             return f"dense {self.model} {self.task} seed {self.seed}{frac}"
+        drawn = self.source_job.seed if self.source_job is not None else self.seed
+        ticket = f" (ticket seed {drawn})" if drawn != self.seed else ""
         return (f"transfer {self.method} ticket {self.source}→{self.task} level {self.level} {self.model} "
-                f"seed {self.seed}{frac}")
+                f"seed {self.seed}{ticket}{frac}")
 
     @property
     def units(self) -> int:
@@ -165,7 +167,7 @@ class Expander:
             for model in exp.models:
                 for task in block.tasks:
                     for method in block.methods:
-                        for seed in exp.seeds:
+                        for seed in block.seeds:
                             add_find(Job("find", model, task, seed, method=method, path=block.path,
                                          config=self.find_config(block, model, task, method, seed)))
         # transfer sources not declared in a find block are drawn with the shared settings
@@ -178,12 +180,13 @@ class Expander:
             for model in exp.models:
                 for source in block.sources:
                     for method in block.methods:
-                        for seed in exp.seeds:
-                            key = (model, source, method, seed)
+                        for seed in block.seeds:
+                            drawn = block.ticket_seed if block.ticket_seed is not None else seed
+                            key = (model, source, method, drawn)
                             if key not in by_source:
                                 block_shared = dataclasses.replace(shared, path=block.path)
-                                add_find(Job("find", model, source, seed, method=method, path=block.path,
-                                             config=self.find_config(block_shared, model, source, method, seed)))
+                                add_find(Job("find", model, source, drawn, method=method, path=block.path,
+                                             config=self.find_config(block_shared, model, source, method, drawn)))
                             src = by_source[key]
                             if len(src) > 1:
                                 raise exp.located.error(block.path, f"{source} {method} tickets are drawn with "
@@ -221,7 +224,8 @@ class Expander:
         # within a seed: dense baselines, then finds, then the transfers that need their tickets
         phase = {"dense": 0, "find": 1, "transfer": 2}
         ordered = list(dense.values()) + list(finds.values()) + list(transfers.values())
-        ordered.sort(key=lambda j: (exp.seeds.index(j.seed), phase[j.kind]))
+        seeds = sorted({j.seed for j in ordered})
+        ordered.sort(key=lambda j: (seeds.index(j.seed), phase[j.kind]))
         return ordered
 
     def _check_train_size(self, job: Job) -> None:

@@ -36,13 +36,15 @@ TOP_KEYS = {
     "rewind": "theta0 | step:K | init",
     "head": "fresh | pretrained",
     "pattern": "sparsity pattern of every find (see `tickets patterns`)",
-    "find": "list of find blocks: {tasks, methods, [schedule, train, data, prunable, scope, rewind, head]}",
-    "transfer": "list of transfer blocks: {from, to, methods, [levels, fractions, train, data, head]}",
+    "find": "list of find blocks: {tasks, methods, [seeds, schedule, train, data, prunable, scope, rewind, head, "
+            "pattern]}",
+    "transfer": "list of transfer blocks: {from, to, methods, [levels, fractions, seeds, ticket_seed, train, data, "
+                "head]}",
     "dense": "true (default): dense baselines per model × target × seed × fraction; false: none",
 }
 SETTINGS = ("schedule", "train", "data", "prunable", "scope", "rewind", "head", "pattern")
-FIND_KEYS = ("tasks", "methods", *SETTINGS)
-TRANSFER_KEYS = ("from", "to", "methods", "levels", "fractions", "train", "data", "head")
+FIND_KEYS = ("tasks", "methods", "seeds", *SETTINGS)
+TRANSFER_KEYS = ("from", "to", "methods", "levels", "fractions", "seeds", "ticket_seed", "train", "data", "head")
 
 def _where(path: tuple) -> str:
     out = ""
@@ -60,6 +62,7 @@ class FindBlock:
     methods: list[str]
     settings: dict  # FindConfig fields other than model/task/method/seed (schedule, train, data, prunable, …)
     path: tuple
+    seeds: list[int] = field(default_factory=lambda: [0])  # the block's own seeds (default: the top-level ones)
 
 
 @dataclass
@@ -71,6 +74,8 @@ class TransferBlock:
     fractions: list[float]
     settings: dict  # train, data, head
     path: tuple
+    seeds: list[int] = field(default_factory=lambda: [0])  # fine-tuning seeds on the target
+    ticket_seed: int | None = None  # transfer the tickets drawn with this seed (default: the fine-tuning seed)
 
 
 @dataclass
@@ -180,10 +185,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     models = _list(doc, data["models"], ("models",), str, "model name")
     for i, m in enumerate(models):
         _check_model(doc, m, ("models", i) if isinstance(data["models"], list) else ("models",))
-    seeds = _list(doc, data.get("seeds", [0]), ("seeds",), int, "integer seed")
-    for i, s in enumerate(seeds):
-        if s < 0:
-            raise doc.error(("seeds", i), f"seeds must be >= 0, got {s}")
+    seeds = _seeds(doc, data.get("seeds", [0]), ("seeds",))
     name = data.get("name", Path(path).stem)
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ \t"):
         raise doc.error(("name",), f"name must be a word without spaces or slashes, got {name!r}")
@@ -214,9 +216,10 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         for j, t in enumerate(tasks):
             _check_task(doc, t, p + ("tasks", j) if isinstance(block["tasks"], list) else p + ("tasks",), models)
         methods = _methods(doc, block.get("methods", ["imp"]), p + ("methods",))
-        own = {k: block[k] for k in FIND_KEYS if k in block and k not in ("tasks", "methods")}
+        own = {k: block[k] for k in FIND_KEYS if k in block and k not in ("tasks", "methods", "seeds")}
         _check_settings(doc, own, p)
-        finds.append(FindBlock(tasks, methods, _merge_settings(shared, own), p))
+        block_seeds = _seeds(doc, block["seeds"], p + ("seeds",)) if "seeds" in block else seeds
+        finds.append(FindBlock(tasks, methods, _merge_settings(shared, own), p, block_seeds))
 
     transfers = []
     blocks = data.get("transfer") or []
@@ -245,12 +248,24 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         own = {k: block[k] for k in ("train", "data", "head") if k in block}
         _check_settings(doc, own, p, TransferConfig)
         base = {k: shared[k] for k in ("train", "data", "head") if k in shared}
+        block_seeds = _seeds(doc, block["seeds"], p + ("seeds",)) if "seeds" in block else seeds
+        ticket_seed = None
+        if "ticket_seed" in block:
+            ticket_seed = _seeds(doc, block["ticket_seed"], p + ("ticket_seed",))[0]
         transfers.append(TransferBlock(lists["from"], lists["to"], methods, levels, fractions,
-                                       _merge_settings(base, own), p))
+                                       _merge_settings(base, own), p, block_seeds, ticket_seed))
     if not finds and not transfers:
         raise doc.error((), "the experiment has neither find nor transfer blocks: add `find:` (see "
                             "docs/experiments.md)")
     return Experiment(name, description, Path(path), out, models, seeds, finds, transfers, dense, doc)
+
+
+def _seeds(doc: YamlDocument, value: Any, path: tuple) -> list[int]:
+    seeds = _list(doc, value, path, int, "integer seed")
+    for i, s in enumerate(seeds):
+        if not 0 <= s <= 2**31 - 1:
+            raise doc.error(path + (i,) if isinstance(value, list) else path, f"seeds must be in 0..2^31-1, got {s}")
+    return seeds
 
 
 def _methods(doc: YamlDocument, value: Any, path: tuple) -> list[str]:
