@@ -387,7 +387,19 @@ def _load_torch(path: Path, data: bytes) -> Ticket:
     from tickets.formats import read_torch_masks
 
     masks, meta = read_torch_masks(path, data)
-    return Ticket(mask=Mask(masks), meta=meta, source=path)
+    mask = Mask(masks)
+    # the checksum this mask gets in our format: run hashes (transfer) tell two legacy masks apart by it
+    meta["checksum"] = mask_checksum(mask)
+    return Ticket(mask=mask, meta=meta, source=path)
+
+
+def mask_checksum(mask: Mask) -> str:
+    """``sha256:<hex>`` of ``mask`` as ``save_ticket`` computes it for a ticket without stored weights (names,
+    shapes and bit-packed masks, in mask order)."""
+    names = mask.names
+    shapes = {n: list(mask[n].shape) for n in names}
+    packed = {n: np.packbits(mask[n].detach().cpu().numpy().reshape(-1)) for n in names}
+    return _checksum(names, shapes, packed, {})
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -199,9 +199,12 @@ def _save_safetensors(module: torch.nn.Module, description: dict | None, spec: M
         return sorted(p.name for p in out.iterdir() if p.name != "export.json")
     task_model = getattr(module, "_task_model", None)
     if task_model is not None:  # a Hugging Face model: transformers' own folder (config.json + model.safetensors)
-        task_model.save_pretrained(str(out))
-        if spec.tokenizer is not None:
-            spec.tokenizer.save_pretrained(str(out))
+        from tickets.models.hf import _quiet_transformers
+
+        with _quiet_transformers():
+            task_model.save_pretrained(str(out))
+            if spec.tokenizer is not None:
+                spec.tokenizer.save_pretrained(str(out))
         return sorted(p.name for p in out.iterdir() if p.name != "export.json")
     from safetensors.torch import save_model
 
