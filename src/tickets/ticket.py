@@ -110,6 +110,7 @@ class Ticket:
         ``commit_message=``, ``create_pr=``); returns the commit URL."""
         from tickets.integrations.hub import ticket_repo
 
+        kwargs.setdefault("model_card_kwargs", {"repo_id": repo_id})  # the card's usage snippet names the repo
         return ticket_repo(self, save_ticket, run_dir).push_to_hub(repo_id, **kwargs)
 
 
@@ -134,7 +135,18 @@ def fit_mask(mask: Mask, model: torch.nn.Module, *, head: Any = (), what: str = 
     logger = get_logger(__name__)
     heads = tuple(h.rstrip(".") for h in ([head] if isinstance(head, str) else list(head or ())) if h)
     params = [n for n, _ in model.named_parameters()]
-    names = mask.names
+    # Head entries, under any wrapper prefix: "<prefix.>HEAD.LEAF" where HEAD.LEAF is a parameter of the model's head
+    # (set aside before matching: the model's head may have another width, and a prefix the body needs may differ)
+    leaves = {(h, n[len(h) + 1:]) for h in heads for n in params if n.startswith(h + ".")}
+    in_head = [n for n in mask.names if any(n == f"{h}.{leaf}" or n.endswith(f".{h}.{leaf}") for h, leaf in leaves)]
+    names = [n for n in mask.names if n not in set(in_head)]
+    if in_head:
+        logger.warning("%s: ignored %d mask entr%s for the task head (%s): heads are rebuilt for every task, so the "
+                       "head stays dense", what, len(in_head), "y" if len(in_head) == 1 else "ies",
+                       ", ".join(in_head[:3]) + (" …" if len(in_head) > 3 else ""))
+    if not names:
+        raise TicketsError(f"{what} masks only the task head ({', '.join(in_head[:3])}), which is rebuilt for every "
+                           "task: pass a ticket over the model's body (see `tickets inspect FILE`)")
     if all(n in set(params) for n in names):
         mapping, notes = {n: n for n in names}, []
     else:
@@ -147,20 +159,11 @@ def fit_mask(mask: Mask, model: torch.nn.Module, *, head: Any = (), what: str = 
                     f"{what}: its names fit {type(model).__name__} under several prefixes ({found.group(1)}), so which "
                     "tensors it masks is ambiguous: rename the mask's keys to the model's parameter names"
                 ) from None
-            mask.check(model)  # the established one-line error naming the first tensor that does not fit
+            Mask({n: mask[n] for n in names}).check(model)  # the established one-line error naming the first misfit
             raise
         for note in notes:
             logger.warning("%s: %s", what, note.replace(" keys", " mask entries"))
-    renamed = {mapping[n]: mask[n] for n in names if n in mapping}
-    in_head = [n for n in renamed if _under(n, heads)]
-    if in_head:
-        logger.warning("%s: ignored %d mask entr%s for the task head (%s): heads are rebuilt for every task, so the "
-                       "head stays dense", what, len(in_head), "y" if len(in_head) == 1 else "ies",
-                       ", ".join(in_head[:3]) + (" …" if len(in_head) > 3 else ""))
-    fitted = Mask({n: t for n, t in renamed.items() if n not in in_head})
-    if not len(fitted):
-        raise TicketsError(f"{what} masks only the task head ({', '.join(in_head[:3])}), which is rebuilt for every "
-                           "task: pass a ticket over the model's body (see `tickets inspect FILE`)")
+    fitted = Mask({mapping[n]: mask[n] for n in names if n in mapping and not _under(mapping[n], heads)})
     fitted.check(model)
     return fitted
 

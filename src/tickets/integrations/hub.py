@@ -282,8 +282,8 @@ def card_body(ticket: Any, run: dict[str, Any], **kwargs: Any) -> str:
 
     lines = [f"# {title}", "",
              f"A *ticket*: a sparse mask over the prunable weights of `{model}`, stored in `{TICKET_FILE}` "
-             "(masks bit-packed, checksummed) by the [`tickets`](https://pypi.org/project/pretrained-tickets/) "
-             "toolkit. Apply it to the model's weights and fine-tune: pruned weights stay exactly zero.", "",
+             "(masks bit-packed, checksummed) by the `tickets` toolkit. Apply it to the model's weights and "
+             "fine-tune: pruned weights stay exactly zero.", "",
              "| | |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in rows]
     lines += ["", "## Per-tensor sparsity", "", "| tensor | shape | kept | total | sparsity |",
@@ -295,10 +295,12 @@ def card_body(ticket: Any, run: dict[str, Any], **kwargs: Any) -> str:
     if len(per) > _MAX_TABLE_ROWS:
         lines.append(f"| … {len(per) - _MAX_TABLE_ROWS} more | | | | |")
     repo = kwargs.get("repo_id") or "<user>/<this-repo>"
-    lines += ["", "## Use", "", "```python", "import tickets", "from tickets.ticket import Ticket", "",
-              f'ticket = Ticket.from_pretrained("{repo}")', "print(ticket.mask.sparsity, ticket.meta)",
-              "# with any transformers model: tickets.apply_ticket(model, ticket); during Trainer.train():",
-              "# callbacks=[tickets.integrations.hf.TicketCallback(ticket)]", "```", "",
+    lines += ["", "## Use", "", "```python", "from tickets import Ticket",
+              "from tickets.integrations import apply_ticket", "from tickets.integrations.hf import TicketCallback",
+              "", f'ticket = Ticket.from_pretrained("{repo}")', "print(ticket.mask.sparsity, ticket.meta)",
+              "apply_ticket(model, ticket)  # any transformers model: pruned weights set to 0",
+              "# and to keep them at 0 while transformers.Trainer fine-tunes:",
+              "# Trainer(model=model, ..., callbacks=[TicketCallback(ticket)])", "```", "",
               "or on the command line, after downloading the folder:", "", "```bash",
               f"tickets transfer --ticket {TICKET_FILE} --model {model} --task <target task>", "```", ""]
     return "\n".join(lines)
