@@ -30,6 +30,8 @@ _LAZY = {
     "load_task": "tickets.tasks",
     "from_module": "tickets.models.base",
     "TicketsError": "tickets.errors",
+    "apply_ticket": "tickets.integrations",
+    "Task": "tickets.tasks.base",
 }
 
 # API names that differ from the function's name in its module (a function named like its module would be

@@ -197,6 +197,39 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file", metavar="FILE")
     i.add_argument("--model", help="also report sparsity over all parameters of this model")
 
+    x = sub.add_parser("export", help="write a ticket's mask for other tools, or the model under it (masked or "
+                                      "compact; safetensors, ONNX, torch.export)",
+                       description="With --to: the mask alone, as torch.nn.utils.prune buffers (torch-prune), open_lth "
+                                   "mask.pth (open-lth) or NNI masks (nni). Otherwise the model the ticket records "
+                                   "(--model overrides) with its registry weights or --weights FILE, pruned by the "
+                                   "ticket (--compact: physically smaller; structured patterns), as --format "
+                                   "safetensors|onnx|pt2 into the folder --out. See docs/formats.md.",
+                       epilog=EPILOG)
+    x.add_argument("ticket", metavar="TICKET", help="ticket file (ours, PyTorch-prune, open_lth or NNI)")
+    x.add_argument("--to", choices=["torch-prune", "open-lth", "nni"], help="export the mask in this tool's layout")
+    x.add_argument("--out", required=True, metavar="PATH", help="file (--to) or folder (model export) to write")
+    x.add_argument("--format", dest="fmt", choices=["safetensors", "onnx", "pt2"], default=None,
+                   help="model export format (default safetensors)")
+    x.add_argument("--compact", action="store_true", help="remove the pruned channels / heads / neurons")
+    x.add_argument("--model", help="model name (default: the one the ticket records)")
+    x.add_argument("--weights", metavar="FILE", help="checkpoint to export instead of the registry weights (θ0)")
+    x.add_argument("--model-root", metavar="DIR", help="pre-trained weights root (or TICKETS_MODELS)")
+    x.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first")
+    x.add_argument("--quiet", action="store_true", help="warnings only")
+
+    tw = sub.add_parser("ticket-from-weights", help="turn the exact zeros of a pre-sparsified checkpoint into a ticket",
+                        description="Record weight != 0 over the prunable set of MODEL (with --weights FILE, or its "
+                                    "own weights) as a ticket, so `tickets transfer --ticket OUT --weights FILE` "
+                                    "fine-tunes with the zeros kept at zero.", epilog=EPILOG)
+    tw.add_argument("--model", required=True, help="model name (tickets models), e.g. hf:<folder> or resnet20-cifar10")
+    tw.add_argument("--weights", metavar="FILE", help="the sparse checkpoint (default: the model's own weights)")
+    tw.add_argument("--prunable", metavar="SET", help="prunable set, e.g. bert or 'all,exclude=fc\\..*' "
+                                                      "(default: the model's preset)")
+    tw.add_argument("--out", required=True, metavar="FILE", help="ticket file to write (.safetensors)")
+    tw.add_argument("--model-root", metavar="DIR", help="pre-trained weights root (or TICKETS_MODELS)")
+    tw.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first")
+    tw.add_argument("--quiet", action="store_true", help="warnings only")
+
     d = sub.add_parser("demo", help="the whole pipeline on scikit-learn digits, no download (< 1 min on 2 CPUs)")
     d.add_argument("--out", default="tickets-demo", metavar="DIR", help="output directory (default tickets-demo)")
     d.add_argument("--seed", type=int, default=0)
@@ -333,6 +366,48 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import logging
+
+    from tickets.log import enable_console
+
+    enable_console(logging.WARNING if args.quiet else logging.INFO)
+    if args.to:
+        if args.fmt or args.compact or args.weights or args.model:
+            raise TicketsError("--to exports the mask alone: drop --format / --compact / --weights / --model, or "
+                               "drop --to to export the model")
+        from tickets.verbs.export import export_masks
+
+        for path in export_masks(args.ticket, args.to, args.out):
+            print(f"wrote {path}")
+        return 0
+    from tickets.verbs.export import export_model
+
+    record = export_model(args.ticket, args.out, fmt=args.fmt or "safetensors", compact=args.compact,
+                          model=args.model, weights=args.weights, model_root=args.model_root)
+    what = "compact" if record["compact"] else "masked"
+    p = record["parameters"]
+    diff = f", max |program - model| {record['max_abs_diff']:.2e}" if record.get("max_abs_diff") is not None else ""
+    print(f"{what} {record['model']} ({record['pattern']}, {p['exported']:,} of {p['dense']:,} parameters{diff}) "
+          f"-> {args.out}: {', '.join(record['files'])}")
+    return 0
+
+
+def cmd_ticket_from_weights(args: argparse.Namespace) -> int:
+    import logging
+
+    from tickets.log import enable_console
+    from tickets.verbs.ticket_from_weights import ticket_from_weights
+
+    enable_console(logging.WARNING if args.quiet else logging.INFO)
+    ticket = ticket_from_weights(args.model, weights=args.weights, prunable=args.prunable, out=args.out,
+                                 model_root=args.model_root)
+    m = ticket.mask
+    print(f"ticket: {args.out}: sparsity {m.sparsity:.4f} over the prunable set ({len(m)} tensors, "
+          f"{m.num_total:,} weights; {m.num_pruned:,} zeros)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import logging
 
@@ -387,7 +462,8 @@ def cmd_listing(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "find": cmd_find, "transfer": cmd_transfer, "eval": cmd_eval, "inspect": cmd_inspect, "demo": cmd_demo,
-    "run": cmd_run, "report": cmd_report, "double-win": cmd_double_win,
+    "run": cmd_run, "report": cmd_report, "double-win": cmd_double_win, "export": cmd_export,
+    "ticket-from-weights": cmd_ticket_from_weights,
     **{name: cmd_listing for name in LISTINGS},
 }
 

@@ -15,20 +15,24 @@ written by a small deterministic writer (same ticket → same bytes; standard sa
 safetensors library).
 
 ``load_ticket`` also reads the torch.save files researchers have today, detected by content (never by extension)
-and loaded only with ``weights_only=True``: PyTorch-prune state dicts (``*.weight_mask`` keys, optional
-``module.`` prefix, possibly nested under ``state_dict`` and mixed with ``weight_orig`` etc., as saved by
-BERT-Tickets, CV_LTH_Pre-training, Double-Win-LTH) and open_lth ``mask.pth`` (a dict parameter name → int 0/1
-tensor).
+and loaded only with ``weights_only=True`` (``tickets.formats`` does the reading, and writes the same formats):
+PyTorch-prune state dicts (``*.weight_mask`` keys, optional ``module.`` prefix, possibly nested under
+``state_dict`` and mixed with ``weight_orig`` etc., as saved by BERT-Tickets, CV_LTH_Pre-training, Double-Win-LTH),
+open_lth ``mask.pth`` (a dict parameter name → int 0/1 tensor) and NNI masks (``{module: {"weight": mask}}``).
+
+Where a ticket meets a model, ``Ticket.fit(model, head=...)`` (``fit_mask``) matches its names to the model's
+parameters (wrapper prefixes such as ``module.`` or ``model.`` resolved by ``tickets.statedict.match_keys``) and
+drops entries for the task head, which is rebuilt per task. ``Ticket.save_pretrained`` / ``from_pretrained`` /
+``push_to_hub`` share tickets as Hugging Face Hub repositories (``tickets.integrations.hub``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
-import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +50,9 @@ FORMAT_VERSION = 1
 MASK_PREFIX = "mask::"
 WEIGHT_PREFIX = "weight::"
 META_PREFIX = "meta."
-LEGACY_PRUNE = "pytorch-prune"
+LEGACY_PRUNE = "pytorch-prune"  # meta["format"] of masks read from other tools (see tickets.formats)
 LEGACY_OPEN_LTH = "open_lth"
+LEGACY_NNI = "nni"
 
 # Meta fields written from the file itself (never from Ticket.meta).
 _FILE_FIELDS = ("format", "format_version", "checksum", "meta_checksum")
@@ -55,18 +60,112 @@ _FILE_FIELDS = ("format", "format_version", "checksum", "meta_checksum")
 _META_ORDER = (
     "model", "prunable", "source_task", "method", "scope", "level", "sparsity", "seed", "weights", "head_policy",
 )
-# Top-level keys under which training checkpoints nest their state dict.
-_NESTED_KEYS = ("state_dict", "model", "model_state_dict", "mask", "masks", "net")
-_PRUNE_SUFFIXES = (".weight_mask", ".bias_mask")
 
 
 @dataclass
 class Ticket:
-    """A mask over the prunable set, what it was drawn from (``meta``), and its weights when they are not θ0."""
+    """A mask over the prunable set, what it was drawn from (``meta``), and its weights when they are not θ0.
+
+    ``source`` is the file the ticket was read from (set by ``load_ticket``; not stored in the file): the model
+    card of ``save_pretrained`` reads the run's metrics beside it.
+    """
 
     mask: Mask
     meta: dict = field(default_factory=dict)
     weights: dict[str, torch.Tensor] | None = None
+    source: Path | None = field(default=None, repr=False, compare=False)
+
+    # -- meeting a model ---------------------------------------------------------------------------------------
+
+    def fit(self, model: torch.nn.Module, *, head: Any = ()) -> Mask:
+        """The mask renamed to ``model``'s parameter names, without head entries; see :func:`fit_mask`."""
+        return fit_mask(self.mask, model, head=head, what=f"ticket {self.source}" if self.source else "ticket")
+
+    # -- Hugging Face Hub --------------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, run_dir: str | os.PathLike | None = None,
+                        **kwargs: Any) -> str | None:
+        """Write the ticket as a Hub-style folder: ``ticket.safetensors`` (this module's format, unchanged),
+        ``config.json`` (a summary) and ``README.md``, a model card generated from the ticket's metadata and, when
+        the ticket sits in a run directory (``tickets find``'s ``level-NN/``, or ``run_dir``), its run's
+        metrics. Through ``huggingface_hub.ModelHubMixin.save_pretrained`` (``push_to_hub=True, repo_id=...``
+        uploads too); an existing README.md is kept, as the mixin does. Needs ``huggingface_hub``."""
+        from tickets.integrations.hub import ticket_repo
+
+        return ticket_repo(self, save_ticket, run_dir).save_pretrained(save_directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, repo_or_dir: str | os.PathLike, **kwargs: Any) -> "Ticket":
+        """Load a ticket from a folder written by ``save_pretrained`` or from a Hub repository id
+        (``user/ticket-name``; ``revision=``, ``cache_dir=``, ``token=``, ``local_files_only=`` as in
+        ``huggingface_hub``). The file is checked like any ticket (checksum, pattern). TicketsError (one line)
+        when the folder or repository holds no ``ticket.safetensors`` or cannot be reached."""
+        from tickets.integrations.hub import fetch_ticket_file
+
+        return load_ticket(fetch_ticket_file(repo_or_dir, **kwargs))
+
+    def push_to_hub(self, repo_id: str, *, run_dir: str | os.PathLike | None = None, **kwargs: Any) -> str:
+        """Upload the ``save_pretrained`` folder to the Hub repository ``repo_id`` (created if needed) in one
+        commit, through ``huggingface_hub.ModelHubMixin.push_to_hub`` (``private=``, ``token=``, ``branch=``,
+        ``commit_message=``, ``create_pr=``); returns the commit URL."""
+        from tickets.integrations.hub import ticket_repo
+
+        kwargs.setdefault("model_card_kwargs", {"repo_id": repo_id})  # the card's usage snippet names the repo
+        return ticket_repo(self, save_ticket, run_dir).push_to_hub(repo_id, **kwargs)
+
+
+def fit_mask(mask: Mask, model: torch.nn.Module, *, head: Any = (), what: str = "ticket") -> Mask:
+    """``mask`` with its names matched to ``model``'s parameters, head entries dropped, checked against the model.
+
+    * Names are matched with ``tickets.statedict.match_keys(names, parameters, subset=True)``: exact names are used
+      as they are; otherwise a wrapper prefix the mask has and the model lacks (``module.`` from DataParallel /
+      DDP, ``model.`` from a LightningModule, ``bert.`` …) is removed, or one the model has is added, when exactly
+      one such renaming fits every entry — a warning on the ``tickets`` logger says which. When several fit,
+      TicketsError listing them (one line).
+    * Entries under ``head`` (the task-head submodules, ``["classifier"]``, ``["fc"]``) are dropped with a warning:
+      heads are rebuilt for every task, so a mask file that covers the output layer (open_lth's do) leaves the new
+      head dense instead of pruning it or failing because the label count differs.
+    * The rest must be parameters of ``model`` with the mask's shapes (TicketsError naming the first that is not).
+
+    ``head``: a name or a list of names (dotted submodule paths). Returns a new Mask (tensors shared with ``mask``).
+    """
+    from tickets.log import get_logger
+    from tickets.statedict import _under, match_keys
+
+    logger = get_logger(__name__)
+    heads = tuple(h.rstrip(".") for h in ([head] if isinstance(head, str) else list(head or ())) if h)
+    params = [n for n, _ in model.named_parameters()]
+    # Head entries, under any wrapper prefix: "<prefix.>HEAD.LEAF" where HEAD.LEAF is a parameter of the model's head
+    # (set aside before matching: the model's head may have another width, and a prefix the body needs may differ)
+    leaves = {(h, n[len(h) + 1:]) for h in heads for n in params if n.startswith(h + ".")}
+    in_head = [n for n in mask.names if any(n == f"{h}.{leaf}" or n.endswith(f".{h}.{leaf}") for h, leaf in leaves)]
+    names = [n for n in mask.names if n not in set(in_head)]
+    if in_head:
+        logger.warning("%s: ignored %d mask entr%s for the task head (%s): heads are rebuilt for every task, so the "
+                       "head stays dense", what, len(in_head), "y" if len(in_head) == 1 else "ies",
+                       ", ".join(in_head[:3]) + (" …" if len(in_head) > 3 else ""))
+    if not names:
+        raise TicketsError(f"{what} masks only the task head ({', '.join(in_head[:3])}), which is rebuilt for every "
+                           "task: pass a ticket over the model's body (see `tickets inspect FILE`)")
+    if all(n in set(params) for n in names):
+        mapping, notes = {n: n for n in names}, []
+    else:
+        try:
+            mapping, notes = match_keys(names, params, drop=(), optional=(), head=heads, subset=True, what=what)
+        except TicketsError as exc:
+            found = re.search(r"several wrapper prefixes fit the model \((.*)\), so", str(exc))
+            if found:
+                raise TicketsError(
+                    f"{what}: its names fit {type(model).__name__} under several prefixes ({found.group(1)}), so which "
+                    "tensors it masks is ambiguous: rename the mask's keys to the model's parameter names"
+                ) from None
+            Mask({n: mask[n] for n in names}).check(model)  # the established one-line error naming the first misfit
+            raise
+        for note in notes:
+            logger.warning("%s: %s", what, note.replace(" keys", " mask entries"))
+    fitted = Mask({mapping[n]: mask[n] for n in names if n in mapping and not _under(mapping[n], heads)})
+    fitted.check(model)
+    return fitted
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -180,7 +279,8 @@ def _checksum(
 
 
 def load_ticket(path: str | os.PathLike) -> Ticket:
-    """Read a ticket file (ours, PyTorch-prune state dict or open_lth mask.pth); TicketsError if unusable."""
+    """Read a ticket file (ours, a PyTorch-prune state dict, an open_lth mask.pth or NNI masks; see
+    ``tickets.formats``); TicketsError if unusable. The returned ticket's ``source`` is ``path``."""
     path = Path(path)
     if not path.is_file():
         raise TicketsError(f"ticket file {path} not found: check the path")
@@ -194,7 +294,7 @@ def load_ticket(path: str | os.PathLike) -> Ticket:
         raise TicketsError(f"ticket file {path} is empty: the write was interrupted; draw or copy the ticket again")
     raise TicketsError(
         f"{path} is not a ticket: it is neither a tickets safetensors file nor a torch.save mask "
-        "(PyTorch-prune *.weight_mask state dict or open_lth mask.pth); check the path"
+        "(PyTorch-prune *.weight_mask state dict, open_lth mask.pth or NNI masks); check the path"
     )
 
 
@@ -292,7 +392,7 @@ def _load_safetensors(path: Path, data: bytes) -> Ticket:
             pattern_from_meta(meta["pattern"]).verify(mask)
         except TicketsError as exc:
             raise TicketsError(f"ticket file {path} does not honour its pattern ({exc})") from None
-    return Ticket(mask=mask, meta=meta, weights=weights or None)
+    return Ticket(mask=mask, meta=meta, weights=weights or None, source=path)
 
 
 MAX_WEIGHTS = 10**11  # per tensor: far above any model this runs on; guards against absurd declared shapes
@@ -322,79 +422,22 @@ def _first_line(err: BaseException) -> str:
 
 
 def _load_torch(path: Path, data: bytes) -> Ticket:
-    try:
-        # From bytes, not the path: recent torch.load picks a reader from the file extension.
-        obj = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as err:
-        raise TicketsError(
-            f"{path} cannot be loaded safely with weights_only=True ({_unpickling_detail(err)}): it is truncated or "
-            "corrupt, or holds Python objects besides tensors; re-copy it, or re-save the masks as a plain dict of "
-            "tensors, e.g. torch.save({name: mask_tensor, ...}, path)"
-        ) from None
-    except Exception as err:
-        raise TicketsError(
-            f"cannot read {path} as a torch.save file ({type(err).__name__}: {_first_line(err)}): "
-            "it is truncated or corrupt; re-copy it"
-        ) from None
-    found = _find_masks(obj)
-    if found is None:
-        raise TicketsError(
-            f"{path} holds no masks: expected a state dict with *.weight_mask keys (PyTorch prune) or an open_lth "
-            "mask.pth (parameter name -> 0/1 tensor); pass the mask file"
-        )
-    fmt, raw, ignored = found
-    masks = {}
-    for key, value in raw.items():
-        if value.layout != torch.strided or value.dim() > 8:
-            raise TicketsError(f"{path}: mask {key!r} is a {value.layout} tensor, not a dense 0/1 mask: re-save it "
-                               "with mask.to_dense()")
-        if value.numel() and not bool(((value == 0) | (value == 1)).all()):
-            raise TicketsError(
-                f"{path}: tensor {key!r} has values other than 0/1, so this looks like a weights state dict, not a "
-                "mask: pass the mask file (open_lth mask.pth or a state dict with *.weight_mask keys)"
-            )
-        masks[key] = value != 0
+    from tickets.formats import read_torch_masks
+
+    masks, meta = read_torch_masks(path, data)
     mask = Mask(masks)
-    meta: dict[str, Any] = {
-        "format": fmt,
-        "source_file": str(path),
-        "sparsity": mask.sparsity,
-    }
-    if ignored:
-        meta["ignored_keys"] = ignored
-    return Ticket(mask=mask, meta=meta)
+    # the checksum this mask gets in our format: run hashes (transfer) tell two legacy masks apart by it
+    meta["checksum"] = mask_checksum(mask)
+    return Ticket(mask=mask, meta=meta, source=path)
 
 
-def _unpickling_detail(err: BaseException) -> str:
-    """The informative line of torch's long weights_only message (the rest advises weights_only=False)."""
-    for line in str(err).splitlines():
-        if "WeightsUnpickler error:" in line:
-            return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0][:200]
-    return _first_line(err)
-
-
-def _find_masks(obj: Any, depth: int = 0) -> tuple[str, dict[str, torch.Tensor], int] | None:
-    """(format, parameter name → 0/1 tensor, number of other entries skipped), or None if no masks found."""
-    if not isinstance(obj, dict):
-        return None
-    prune_keys = [
-        k for k in obj if isinstance(k, str) and k.endswith(_PRUNE_SUFFIXES) and isinstance(obj[k], torch.Tensor)
-    ]
-    if prune_keys:
-        masks = {}
-        for key in prune_keys:
-            name = key[len("module.") :] if key.startswith("module.") else key
-            masks[name[: -len("_mask")]] = obj[key]
-        return LEGACY_PRUNE, masks, len(obj) - len(prune_keys)
-    if depth == 0:
-        for key in _NESTED_KEYS:
-            found = _find_masks(obj.get(key), depth + 1)
-            if found is not None:
-                fmt, masks, ignored = found
-                return fmt, masks, ignored + len(obj) - 1
-    if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        return LEGACY_OPEN_LTH, dict(obj), 0
-    return None
+def mask_checksum(mask: Mask) -> str:
+    """``sha256:<hex>`` of ``mask`` as ``save_ticket`` computes it for a ticket without stored weights (names,
+    shapes and bit-packed masks, in mask order)."""
+    names = mask.names
+    shapes = {n: list(mask[n].shape) for n in names}
+    packed = {n: np.packbits(mask[n].detach().cpu().numpy().reshape(-1)) for n in names}
+    return _checksum(names, shapes, packed, {})
 
 
 # --------------------------------------------------------------------------------------------------------------

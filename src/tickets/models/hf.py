@@ -123,10 +123,17 @@ class HFTextModel(nn.Module):
             self._task_model.training = mode  # its children are ours and already switched
         return self
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        """The task model's output (``.logits``; with ``labels``, also ``.loss``, as a transformers model computes
+        it: cross entropy for classification, MSE for regression, masked-LM cross entropy over labels != -100).
+
+        ``labels`` is a named argument so ``transformers.Trainer`` finds it in the signature: it keeps the
+        ``labels`` column (no ``remove_unused_columns=False`` needed) and reads the loss from the output."""
         kw = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}
         if token_type_ids is not None:
             kw["token_type_ids"] = token_type_ids
+        if labels is not None:
+            kw["labels"] = labels
         return self.task_model(**kw)
 
     def masked_lm_logits(self, inputs: dict[str, torch.Tensor], select: torch.Tensor) -> torch.Tensor:

@@ -71,8 +71,7 @@ def evaluate_model(
         prepared.model.load_state_dict(state)
     mask = None
     if cfg.ticket:
-        mask = load_ticket(cfg.ticket).mask
-        mask.check(prepared.model)
+        mask = load_ticket(cfg.ticket).fit(prepared.model, head=prepared.spec.head)  # prefixes, head entries
     metrics = evaluate(prepared.model, prepared.task, cfg.split, device=dev, batch_size=cfg.batch_size,
                        limit=data.limit, mask=mask, progress=progress)
     metrics["split"] = cfg.split

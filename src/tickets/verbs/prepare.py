@@ -111,6 +111,7 @@ def prepare(
         raise TicketsError(f"model must be a registered name or a ModelSpec (tickets.models.from_module(module, "
                            f"head=...)), got {type(model).__name__}")
     if isinstance(model, ModelSpec):
+        _refuse_prune_reparametrisations(model)
         spec = copy.deepcopy(model)  # the caller's model stays untouched by head changes and training
         model_id = model_id or f"{spec.name}@{state_digest(spec.module.state_dict())}"
     else:
@@ -129,6 +130,28 @@ def prepare(
     heads = tuple(h + "." for h in spec.head)
     names = [n for n in names if not n.startswith(heads)]  # heads are never pruned, whatever the patterns say
     return Prepared(spec, task_obj, pset, names, clone_state(spec.module), model_id)
+
+
+def _refuse_prune_reparametrisations(spec: ModelSpec) -> None:
+    """A module pruned with ``torch.nn.utils.prune`` (``weight_orig`` + ``weight_mask`` + a forward pre-hook) is
+    refused with one line. Decision: refuse rather than adopt silently. ``copy.deepcopy`` cannot copy such a module,
+    its ``weight`` is no parameter (so every prunable-set preset would drop the layer), and the verbs draw or take
+    their mask from the config, so an adopted mask would be dropped unseen by ``find`` and revived by dense
+    training. The message names the tensors and the two ways on: ``tickets.formats.split_pruned`` (a plain copy
+    plus the mask, to save as a ticket and pass as ``--ticket`` / ``TransferConfig.ticket``), or ``prune.remove``
+    to fold the masks into the weights and let the run draw its own."""
+    from tickets.formats import pruned_tensors
+
+    found = pruned_tensors(spec.module)
+    if found:
+        shown = ", ".join(repr(n) for n in found[:3]) + (f" … ({len(found)} in all)" if len(found) > 3 else "")
+        raise TicketsError(
+            f"model {spec.name!r} carries torch.nn.utils.prune reparametrisations ({shown}: weight_orig × "
+            "weight_mask), which tickets would not see as weights: take them out first, either as a ticket "
+            "(plain, mask = tickets.formats.split_pruned(net); tickets.save_ticket(PATH, tickets.Ticket(mask, "
+            "{'model': NAME})); then from_module(plain, ...) with ticket=PATH) or folded into the weights "
+            "(torch.nn.utils.prune.remove(module, 'weight') for each)"
+        )
 
 
 def random_init_state(prepared: Prepared, seed: int) -> dict[str, torch.Tensor]:

@@ -42,10 +42,11 @@ class TransferResult:
 
 
 def ticket_mask(ticket: Ticket, prepared: Prepared, reverse: bool = False) -> Mask:
-    """The ticket's mask checked against the model; tensors the ticket does not cover stay dense."""
-    mask = ticket.mask.invert() if reverse else ticket.mask
-    mask.check(prepared.model)
-    return mask
+    """The ticket's mask fitted to the model (``Ticket.fit``): names matched to the model's parameters (a wrapper
+    prefix such as ``module.`` or ``model.`` resolved, with a notice), entries for the task head ignored with a
+    notice (heads are rebuilt per task), shapes checked. Tensors the ticket does not cover stay dense."""
+    mask = ticket.fit(prepared.model, head=prepared.spec.head)
+    return mask.invert() if reverse else mask
 
 
 def start_state(cfg: TransferConfig, prepared: Prepared, ticket: Ticket | None) -> tuple[dict, str]:
@@ -105,7 +106,7 @@ def transfer(
         model_name = ticket.meta.get("model") or ""
         if not model_name:
             raise TicketsError(f"ticket {cfg.ticket} records no model (a {ticket.meta.get('format', 'legacy')} mask "
-                               "file): pass --model NAME")
+                               "file, e.g. from torch prune or open_lth): pass --model NAME")
     prepared = prepare(model_name, task or cfg.task, head=cfg.head, seed=cfg.seed, data=cfg.data,
                        data_root=data_root, model_root=model_root, weights=cfg.weights)
     drawn_for = ticket.meta.get("model") if ticket is not None else None
