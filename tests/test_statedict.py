@@ -436,3 +436,12 @@ def test_file_digest_streams_large_files(tmp_path):
     assert file_digest(path) == hashlib.sha256(data).hexdigest()
     with pytest.raises(TicketsError, match="check the path"):
         file_digest(tmp_path / "none.bin")
+
+
+def test_a_renaming_that_loads_more_is_not_ambiguous_with_one_that_loads_less():
+    """model.bert.* + model.classifier.* into bert.* + classifier.*: stripping 'model.' loads the head too, so it
+    wins over 'model.bert.' → 'bert.' (which would leave the head out); not an ambiguity error."""
+    target = ["bert.encoder.w", "bert.embeddings.w", "classifier.weight", "classifier.bias"]
+    source = ["model." + k for k in target]
+    mapping, notes = match_keys(source, target, head=("classifier",))
+    assert mapping == dict(zip(source, target)) and "'model.'" in notes[0]

@@ -444,6 +444,10 @@ def match_keys(
         fit = evaluate(p, q)
         if fits(fit) and all(fit.mapping != other.mapping for other in good):  # same renaming, simpler spelling
             good.append(fit)
+    # a renaming that loads a strict subset of what another loads (model.bert.* → bert.* vs model.* → *, which also
+    # loads the head) is not a rival: the one that loads more of the file wins
+    items = [set(f.mapping.items()) for f in good]
+    good = [f for f, mine in zip(good, items) if not any(mine < other for other in items)]
     if len(good) == 1:
         return _result(good[0], dropped, [], target, heads, subset)
     if len(good) > 1:
