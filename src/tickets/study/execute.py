@@ -1,4 +1,5 @@
-"""Running a planned study: ``run_experiment(path)`` and the Executor interface (local today; Ray / Slurm plug in).
+"""Running a planned study: ``run_experiment(path)`` and the Executor interface (local here; ray and slurm in
+``tickets.study.executors``, registered below).
 
 An executor receives a ``Study`` (the checked experiment, its jobs with predicted run directories, and what a job
 needs to run) and runs every job that is not done, respecting that a transfer needs its source ticket. Jobs go
