@@ -13,18 +13,19 @@ import dataclasses
 import math
 import os
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from tickets.errors import TicketsError
+from tickets.log import get_logger
 from tickets.runs import RunBusy
 from tickets.study.execute import WAIT_SECONDS, Executor, Study, execute_job, fmt_seconds
 from tickets.study.plan import Job
 
 DEFAULT_CPUS = 1.0
+logger = get_logger(__name__)
 
 
 def run_remote(kind: str, config: Any, out: str, run_kwargs: dict[str, Any], plugins: Sequence[str] = (),
@@ -102,31 +103,36 @@ class Progress:
     """Counts and an ETA for the whole study: remaining fine-tunes × wall seconds per fine-tune so far (which
     already reflects how many jobs run at once)."""
 
-    def __init__(self, study: Study, jobs: list[Job]):
-        self.study = study
+    def __init__(self, jobs: list[Job]):
         self.total = len(jobs)
         self.units_total = sum(j.units for j in jobs)
         self.units_done = 0
         self.finished = 0
+        self.failed = 0
         self.started = time.time()
 
-    def drop(self, job: Job) -> None:
-        """``job`` needs no work from us any more (failed, or finished by another process)."""
-        self.units_total -= job.units
-        self.total -= 1
-
     def done(self, job: Job) -> None:
+        """``job`` finished here: its fine-tunes count towards the rate."""
         self.units_done += job.units
         self.finished += 1
 
-    def line(self, running: int, waiting: int) -> str:
-        """``3/10 jobs done, 2 submitted, 5 waiting; 1m20s elapsed, ~3m40s left``."""
+    def drop(self, job: Job, *, failed: bool) -> None:
+        """``job`` needs no more work from us: it failed, or another process finished it (no time of ours)."""
+        self.units_total -= job.units
+        if failed:
+            self.failed += 1
+        else:
+            self.finished += 1
+
+    def line(self, submitted: int, waiting: int) -> str:
+        """``3/10 jobs done, 1 failed, 2 submitted, 4 waiting; 1m20s elapsed, ~3m40s left``."""
         elapsed = time.time() - self.started
         eta = ""
         if self.units_done:
             left = max(0, self.units_total - self.units_done)
             eta = f", ~{fmt_seconds(elapsed / self.units_done * left)} left"
-        return (f"{self.finished}/{self.total} jobs done, {running} submitted, {waiting} waiting; "
+        failed = f", {self.failed} failed" if self.failed else ""
+        return (f"{self.finished}/{self.total} jobs done{failed}, {submitted} submitted, {waiting} waiting; "
                 f"{fmt_seconds(elapsed)} elapsed{eta}")
 
 
@@ -199,10 +205,10 @@ class RemoteExecutor(Executor):
 
     def _loop(self, study: Study, todo: list[Job]) -> None:
         say = study.say
-        progress = Progress(study, todo)
+        progress = Progress(todo)
         waiting: list[Job] = list(todo)
         flights: list[Flight] = []
-        attempts: dict[int, int] = {}
+        crashes: dict[int, int] = {}  # id(job) → how often it crashed
 
         def failed(job: Job) -> bool:
             return any(f is job for f, _ in study.failed)
@@ -212,13 +218,13 @@ class RemoteExecutor(Executor):
             for job in waiting:
                 study.predict(job)
                 if job.status == "done":  # another process finished it meanwhile
-                    progress.drop(job)
+                    progress.drop(job, failed=False)
                     continue
                 if job.kind == "transfer" and job.run is None:
                     src = job.source_job
                     if failed(src) or src.status == "done":
                         study.fail(job, f"its ticket ({src.label()}) was not produced")
-                        progress.drop(job)
+                        progress.drop(job, failed=True)
                     else:
                         still.append(job)
                     continue
@@ -229,7 +235,7 @@ class RemoteExecutor(Executor):
                 ready.append(job)
             waiting = still
             if ready:
-                flights += self._submit(study, ready, attempts, progress, len(flights), len(waiting))
+                flights += self._submit(study, ready, crashes, progress, len(flights), len(waiting))
             if not flights:
                 if not waiting:
                     break
@@ -237,6 +243,7 @@ class RemoteExecutor(Executor):
                 if not blocked:
                     for j in waiting:
                         study.fail(j, j.note or "could not start")
+                        progress.drop(j, failed=True)
                     break
                 say(f"waiting for {len(blocked)} run(s) another process is writing, e.g. {blocked[0].label()} ...")
                 time.sleep(WAIT_SECONDS)
@@ -246,44 +253,41 @@ class RemoteExecutor(Executor):
                 flights.remove(flight)
                 job = flight.job
                 if isinstance(outcome, BaseException):
-                    if self.resubmit and flight.attempt <= self.retries:
+                    crashes[id(job)] = n = crashes.get(id(job), 0) + 1
+                    if self.resubmit and n <= self.retries:
                         say(f"[{study.index(job)}/{len(study.jobs)}] {job.label()} crashed "
-                            f"({self.describe(outcome)}); retry {flight.attempt}/{self.retries}")
-                        flights += self._submit(study, [job], attempts, progress, len(flights), len(waiting))
+                            f"({self.describe(outcome)}); retry {n}/{self.retries}")
+                        flights += self._submit(study, [job], crashes, progress, len(flights), len(waiting))
                         continue
-                    print(f"{job.label()}: {outcome}", file=sys.stderr)
+                    logger.warning("%s failed: %s", job.label(), outcome)  # the engine's full report
                     wall = time.time() - flight.submitted
                     study.fail(job, self.describe(outcome), wall, 0.0)
-                    progress.drop(job)
+                    progress.drop(job, failed=True)
                 elif outcome.get("status") == "busy":
                     job.note = "running in another process"
                     waiting.append(job)
                     continue
                 elif outcome.get("status") == "error":
                     study.fail(job, outcome["message"], outcome["wall"], outcome["cpu"])
-                    progress.drop(job)
+                    progress.drop(job, failed=True)
                 else:
                     progress.done(job)
                     say(f"[{study.index(job)}/{len(study.jobs)}] finished {job.label()} on {outcome['host']} -- "
                         f"{progress.line(len(flights), len(waiting))}")
                     study.finished(job, Path(outcome["run"]), outcome["wall"], outcome["cpu"])
 
-    def _submit(self, study: Study, jobs: list[Job], attempts: dict[int, int], progress: Progress, running: int,
+    def _submit(self, study: Study, jobs: list[Job], crashes: dict[int, int], progress: Progress, running: int,
                 waiting: int) -> list[Flight]:
-        items = []
-        for job in jobs:
-            res = job_resources(study, job)
-            attempts[id(job)] = attempts.get(id(job), 0) + 1
-            items.append((job, res, self.payload(study, job, res)))
+        items = [(job, res, self.payload(study, job, res)) for job in jobs for res in [job_resources(study, job)]]
         handles = self.submit(items)
         now = time.time()
         for job, res, _ in items:
             gpus = f", {res['gpus']:g} GPU" if res["gpus"] else ""
-            again = f", attempt {attempts[id(job)]}" if attempts[id(job)] > 1 else ""
+            again = f", attempt {crashes[id(job)] + 1}" if id(job) in crashes else ""
             study.say(f"[{study.index(job)}/{len(study.jobs)}] submitted {job.label()} ({res['cpus']:g} CPU{gpus}"
                       f"{again})")
         study.say(f"    {progress.line(running + len(items), waiting)}")
-        return [Flight(job, h, attempts[id(job)], now) for (job, _, _), h in zip(items, handles)]
+        return [Flight(job, h, crashes.get(id(job), 0) + 1, now) for (job, _, _), h in zip(items, handles)]
 
 
 def _one_line(exc: BaseException) -> str:
