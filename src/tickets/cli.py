@@ -244,7 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="list every job with its status (done/partial/todo); run "
                                                           "nothing")
     r.add_argument("--executor", default="local",
-                   help="how jobs run: local (this process, default) or another registered executor")
+                   help="how jobs run: local (this process, default), ray (Ray tasks; pip install -e \".[ray]\"), "
+                        "slurm (Slurm jobs via submitit; pip install -e \".[slurm]\") or another registered executor")
+    r.add_argument("--address", metavar="auto|HOST:PORT",
+                   help="ray: the cluster to join (auto: the one `ray start` runs here; default: start Ray on this "
+                        "machine, or $RAY_ADDRESS)")
+    r.add_argument("--retries", type=int, metavar="N",
+                   help="ray, slurm: run a crashed job (killed worker, unexpected error) up to N more times "
+                        "(default 2 on ray, 1 on slurm); bad input (a tickets error) is never retried")
     r.add_argument("--no-report", action="store_true", help="do not write the study's report.md at the end")
     _run_flags(r, "run")
 
@@ -425,9 +432,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run = _run_options(args)
     kw = _setup(run)
+    options = {k: getattr(args, k) for k in ("address", "retries") if getattr(args, k) is not None}
     return run_experiment(args.experiment, out=run.out, dry_run=args.dry_run, device=kw["device"],
                           data_root=kw["data_root"], model_root=kw["model_root"], progress=kw["progress"],
-                          report=not args.no_report, executor=args.executor, log_to=kw["log_to"])
+                          report=not args.no_report, executor=args.executor, executor_options=options,
+                          log_to=kw["log_to"])
 
 
 def _run_options(args: argparse.Namespace):

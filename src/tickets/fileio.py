@@ -5,6 +5,11 @@ directory (``.<name>.<random>.tmp``), are flushed and fsync-ed, get the mode an 
 (``0o666`` minus the user's umask, not ``mkstemp``'s private ``0o600``), and are renamed onto the target, so a
 reader sees the old file or the whole new one, never a torn one. A killed writer can leave its temporary file
 behind; ``remove_stale_temporaries`` clears those on the next run.
+
+Under data-parallel training (torchrun, an initialised ``torch.distributed`` process group) only rank 0 writes:
+``atomic_write`` — and so every writer here — does nothing on ranks > 0 (``tickets.runtime.is_main_process``).
+Every rank computes the same bytes, so one copy is enough, and N processes renaming onto one path are avoided.
+A rank that must read what rank 0 wrote waits for it with ``tickets.runtime.barrier()`` first.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from tickets.runtime import is_main_process
 
 TMP_SUFFIX = ".tmp"
 
@@ -33,7 +40,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     """Call ``write(tmp_path)`` to fill a temporary file, then rename it onto ``path``.
 
     The parent directory is created. Raises whatever ``write`` or the file system raises (OSError for a full
-    disk or a read-only directory); the temporary file is removed then."""
+    disk or a read-only directory); the temporary file is removed then. On ranks > 0 of an initialised
+    ``torch.distributed`` group it does nothing at all (``write`` is not called): rank 0 alone writes."""
+    if not is_main_process():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)

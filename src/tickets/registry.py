@@ -190,4 +190,9 @@ def load_plugins(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     return loaded
 
 
+def loaded_plugins() -> list[str]:
+    """The plugin modules imported so far (to import the same ones in worker processes)."""
+    return sorted(_PLUGINS_LOADED)
+
+
 Factory = Callable[..., Any]

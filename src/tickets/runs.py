@@ -14,6 +14,7 @@ Layout (one directory per resolved config; ``RunLayout`` is the one place these 
 
 A level is finished when its DONE marker exists; reruns skip it. Every file is written by
 ``tickets.fileio.atomic_write`` (temporary file + rename), so a killed run never leaves a half-written file.
+Under data-parallel training only rank 0 writes (those writes and ``RunDir.log`` do nothing on other ranks).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import yaml
 from tickets.errors import TicketsError
 from tickets.fileio import atomic_write, atomic_write_bytes, atomic_write_text, read_json, write_json
 from tickets.fileio import json_default as _json_default
+from tickets.runtime import is_main_process
 
 __all__ = ["RunDir", "RunLayout", "RunBusy", "config_hash", "TICKET_FILE", "run_lock", "is_locked", "atomic_write", "atomic_write_bytes",
            "atomic_write_text", "read_json", "write_json"]
@@ -223,7 +225,10 @@ class RunDir:
     # -- log ---------------------------------------------------------------------------------------------
     def log(self, event: str, **fields: Any) -> None:
         """Append one event to log.jsonl and flush it to disk now (incremental, crash-safe). A torn last line
-        left by a killed process is completed first, so the log stays one JSON object per line."""
+        left by a killed process is completed first, so the log stays one JSON object per line. Does nothing on
+        ranks > 0 of a data-parallel run (``tickets.runtime.is_main_process``): rank 0 alone writes."""
+        if not is_main_process():
+            return
         record = {"time": round(time.time(), 3), "event": event, **fields}
         line = json.dumps(record, sort_keys=True, default=_json_default) + "\n"
         path = self.layout.log

@@ -1,4 +1,5 @@
-"""Running a planned study: ``run_experiment(path)`` and the Executor interface (local today; Ray / Slurm plug in).
+"""Running a planned study: ``run_experiment(path)`` and the Executor interface (local here; ray and slurm in
+``tickets.study.executors``, registered below).
 
 An executor receives a ``Study`` (the checked experiment, its jobs with predicted run directories, and what a job
 needs to run) and runs every job that is not done, respecting that a transfer needs its source ticket. Jobs go
@@ -45,6 +46,20 @@ def fmt_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
 
 
+def execute_job(kind: str, config: Any, out: str | os.PathLike, run_kwargs: dict[str, Any]) -> Path:
+    """Run one job (``kind`` find | transfer | dense, its FindConfig / TransferConfig) through the Python API in
+    this process and return its run directory. Every executor ends here, in this process or on a worker
+    (``tickets.study.executors.base.run_remote``), so a job lands in the same content-hashed directory
+    whichever executor ran it. Raises what the verbs raise (TicketsError, RunBusy)."""
+    if kind == "find":
+        from tickets.verbs.find import find_tickets
+
+        return find_tickets(config, out=out, **run_kwargs).path
+    from tickets.verbs.transfer import transfer
+
+    return transfer(config, out=out, **run_kwargs).path
+
+
 @dataclass
 class Study:
     """A planned study being run: what an executor needs, and the bookkeeping it must keep."""
@@ -75,13 +90,7 @@ class Study:
 
     def execute(self, job: Job) -> Path:
         """Run ``job`` in this process; returns its run directory."""
-        if job.kind == "find":
-            from tickets.verbs.find import find_tickets
-
-            return find_tickets(job.config, out=self.out, **self.run_kwargs).path
-        from tickets.verbs.transfer import transfer
-
-        return transfer(job.config, out=self.out, **self.run_kwargs).path
+        return execute_job(job.kind, job.config, self.out, self.run_kwargs)
 
     def finished(self, job: Job, run_path: Path, wall: float, cpu: float) -> None:
         if job.run is not None and Path(run_path).resolve() != job.run.resolve():
@@ -197,6 +206,10 @@ class LocalExecutor(Executor):
 
 EXECUTORS: Registry[type[Executor]] = Registry("executor")
 EXECUTORS.register("local", LocalExecutor, help="every job in this process, one after the other")
+EXECUTORS.register("ray", "tickets.study.executors.ray:RayExecutor", install='pip install -e ".[ray]"',
+                   help="every job a Ray task with its resources; transfers start once their ticket exists")
+EXECUTORS.register("slurm", "tickets.study.executors.slurm:SlurmExecutor", install='pip install -e ".[slurm]"',
+                   help="every job a Slurm job (arrays per wave) through submitit")
 
 
 def run_experiment(

@@ -41,7 +41,16 @@ TOP_KEYS = {
     "transfer": "list of transfer blocks: {from, to, methods, [levels, fractions, seeds, ticket_seed, train, data, "
                 "head]}",
     "dense": "true (default): dense baselines per model × target × seed × fraction; false: none",
+    "resources": "what one job asks of a distributed executor, per job family: {find: {cpus, gpus}, transfer: "
+                 "{...}, dense: {...}} (ray, slurm; the local executor ignores it; no effect on run hashes)",
+    "slurm": "Slurm settings of `--executor slurm`: {partition, time_min, gpus_per_node, cpus_per_task, mem_gb, "
+             "array_parallelism, account, qos, constraint}",
 }
+JOB_FAMILIES = ("find", "transfer", "dense")
+RESOURCE_KEYS = {"cpus": "CPU cores per job (> 0; also the job's torch threads, rounded up)",
+                 "gpus": "GPUs per job (>= 0; Ray accepts fractions, Slurm whole GPUs)"}
+SLURM_KEYS = {"partition": str, "time_min": int, "gpus_per_node": int, "cpus_per_task": int, "mem_gb": float,
+              "array_parallelism": int, "account": str, "qos": str, "constraint": str}
 SETTINGS = ("schedule", "train", "data", "prunable", "scope", "rewind", "head", "pattern")
 FIND_KEYS = ("tasks", "methods", "seeds", *SETTINGS)
 TRANSFER_KEYS = ("from", "to", "methods", "levels", "fractions", "seeds", "ticket_seed", "train", "data", "head")
@@ -90,6 +99,9 @@ class Experiment:
     transfers: list[TransferBlock]
     dense: bool
     located: YamlDocument = field(repr=False)
+    # per job family ("find", "transfer", "dense"): {"cpus": float, "gpus": float}, only the keys the file gives
+    resources: dict[str, dict[str, float]] = field(default_factory=dict)
+    slurm: dict[str, Any] = field(default_factory=dict)  # the `slurm:` mapping, checked against SLURM_KEYS
 
 
 def _list(doc: YamlDocument, value: Any, path: tuple, kind: type, what: str, *, allow_empty: bool = False) -> list:
@@ -257,7 +269,50 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     if not finds and not transfers:
         raise doc.error((), "the experiment has neither find nor transfer blocks: add `find:` (see "
                             "docs/experiments.md)")
-    return Experiment(name, description, Path(path), out, models, seeds, finds, transfers, dense, doc)
+    return Experiment(name, description, Path(path), out, models, seeds, finds, transfers, dense, doc,
+                      _resources(doc, data.get("resources")), _slurm(doc, data.get("slurm")))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _resources(doc: YamlDocument, value: Any) -> dict[str, dict[str, float]]:
+    """``resources: {find: {cpus: 2, gpus: 1}, transfer: {cpus: 1}, dense: {...}}``, each number checked."""
+    if value is None:
+        return {}
+    families = _check_keys(doc, value, ("resources",), JOB_FAMILIES, "job families")
+    out = {}
+    for family, res in families.items():
+        p = ("resources", family)
+        _check_keys(doc, res, p, RESOURCE_KEYS, "resources of one job")
+        out[family] = {}
+        for key, number in (res or {}).items():
+            if not _number(number) or (number <= 0 if key == "cpus" else number < 0):
+                bound = "> 0" if key == "cpus" else ">= 0"
+                raise doc.error(p + (key,), f"resources.{family}.{key} must be a number {bound}, got {number!r}")
+            out[family][key] = float(number)
+    return out
+
+
+def _slurm(doc: YamlDocument, value: Any) -> dict[str, Any]:
+    """``slurm: {partition: gpu, time_min: 120, ...}``: known keys, each of its type, counts >= 1."""
+    if value is None:
+        return {}
+    settings = _check_keys(doc, value, ("slurm",), SLURM_KEYS, "Slurm settings")
+    for key, v in settings.items():
+        kind = SLURM_KEYS[key]
+        p = ("slurm", key)
+        if kind is str:
+            if not isinstance(v, str) or not v.strip():
+                raise doc.error(p, f"slurm.{key} must be a non-empty name, got {v!r}")
+        elif kind is int:
+            low = 0 if key == "gpus_per_node" else 1
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise doc.error(p, f"slurm.{key} must be a whole number >= {low}, got {v!r}")
+        elif not _number(v) or v <= 0:
+            raise doc.error(p, f"slurm.{key} must be a number > 0, got {v!r}")
+    return dict(settings)
 
 
 def _seeds(doc: YamlDocument, value: Any, path: tuple) -> list[int]:
