@@ -235,3 +235,13 @@ def test_find_on_the_objective_selects_the_lowest_loss_epoch(tmp_path, objective
         if objective == "moco" and level == 0:
             assert losses.index(min(losses)) != len(losses) - 1  # here the best epoch is not the last one
     assert res.ticket(1).meta["source_task"] == f"{objective}/digits"
+
+
+@pytest.mark.parametrize("method", ["omp", "random"])
+def test_one_shot_methods_draw_tickets_on_the_objective(tmp_path, method):
+    cfg = FindConfig(model="small-cnn", task="simclr/digits", method=method, train=TrainConfig(epochs=1),
+                     data=DATA, schedule=ScheduleConfig(kind="explicit", sparsities=[0.5]))
+    res = find_tickets(cfg, out=tmp_path, device="cpu", progress=False)
+    (level,) = res.levels
+    assert level["sparsity"] == pytest.approx(0.5, abs=1e-3) and level["primary_metric"] == "ssl_loss"
+    assert not any(n.startswith("head.") for n in res.ticket(0).mask.names)
