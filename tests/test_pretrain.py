@@ -132,6 +132,18 @@ def test_eval_probes_score_the_encoder_by_knn_and_linear(tmp_path, capsys):
     assert knn["knn_accuracy"] == knn_accuracy(feats, y, bank, bank_y, num_classes=10)  # the whole training split
     linear = evaluate_model(EvalConfig(probe="linear", **base), device="cpu")
     assert 0.5 < linear["linear_accuracy"] <= 1.0  # random conv features are linearly separable on digits
+    from tickets.masks import Mask
+    from tickets.pruning import random_prune
+    from tickets.ticket import Ticket, save_ticket
+
+    mask = random_prune(Mask.ones_like(p.model, p.names), 0.9, generator=torch.Generator().manual_seed(0))
+    save_ticket(tmp_path / "t.safetensors", Ticket(mask, {"model": "small-cnn"}))
+    masked = evaluate_model(EvalConfig(probe="knn", ticket=str(tmp_path / "t.safetensors"), **base), device="cpu")
+    mask.apply_(p.model)
+    bank, bank_y = split_features(p.model, p.task.train)
+    feats, y = split_features(p.model, p.task.test.limit(100))
+    assert masked["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert masked["knn_accuracy"] == knn_accuracy(feats, y, bank, bank_y, num_classes=10)  # under the mask
     assert main(["eval", "--model", "small-cnn", "--task", "digits", "--probe", "knn", "--limit", "50"]) == 0
     assert "knn_accuracy" in capsys.readouterr().out
     assert main(["eval", "--model", "small-cnn", "--task", "digits", "--probe", "knn", "--attack", "pgd"]) == 2
