@@ -174,7 +174,7 @@ def _run_flags(p: argparse.ArgumentParser, command: str) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from tickets import __version__
-    from tickets.config import EvalConfig, FindConfig, TransferConfig
+    from tickets.config import EvalConfig, FindConfig, PretrainConfig, TransferConfig
 
     parser = _Parser(prog="tickets", description="Find, transfer and stress-test lottery tickets in pre-trained "
                      "models.", epilog=EPILOG)
@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
          "Transfer a ticket (or, without --ticket, train the dense baseline)."),
         ("eval", EvalConfig, "score a model (optionally under a ticket and an attack) on a split",
          "Score a shipped or fine-tuned model on one split; with --attack also its robust accuracy."),
+        ("pretrain", PretrainConfig, "dense pre-training (supervised, adversarial, SimCLR, MoCo v2) into a θ0 "
+         "weights file", "Train a model densely on an upstream objective into OUT/pretrain-<hash>/model.safetensors "
+         "(pass it to --weights); rerunning resumes."),
     ):
         p = sub.add_parser(name, help=help_text, description=description, epilog=EPILOG)
         add_config_flags(p, cls, command=name)
@@ -360,6 +363,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from tickets.config import PretrainConfig
+    from tickets.verbs.pretrain import pretrain
+
+    cfg, run = _config(PretrainConfig, args, "")
+    res = pretrain(cfg, **_setup(run))
+    m = res.metrics
+    print(f"run: {res.path}")
+    print(f"weights: {res.weights}")
+    for split in ("val", "test"):
+        scores = m[split]
+        keys = [m["primary_metric"]] + sorted(k for k in scores if k not in (m["primary_metric"], "examples"))
+        print(f"{split} ({scores.get('examples', '?')} examples): " + ", ".join(
+            f"{k} {scores[k]:.4f}" for k in keys if isinstance(scores.get(k), (int, float))))
+    if m.get("robust"):
+        from tickets.verbs.evaluation import format_robust
+
+        print(format_robust(m["robust"]))
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from tickets.ticket import describe, load_ticket
 
@@ -470,8 +494,8 @@ def cmd_listing(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "find": cmd_find, "transfer": cmd_transfer, "eval": cmd_eval, "inspect": cmd_inspect, "demo": cmd_demo,
-    "run": cmd_run, "report": cmd_report, "double-win": cmd_double_win, "export": cmd_export,
+    "find": cmd_find, "transfer": cmd_transfer, "eval": cmd_eval, "pretrain": cmd_pretrain, "inspect": cmd_inspect,
+    "demo": cmd_demo, "run": cmd_run, "report": cmd_report, "double-win": cmd_double_win, "export": cmd_export,
     "ticket-from-weights": cmd_ticket_from_weights,
     **{name: cmd_listing for name in LISTINGS},
 }

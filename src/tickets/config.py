@@ -20,7 +20,7 @@ from tickets.yamlio import read_yaml
 
 __all__ = [
     "AdversarialConfig", "RobustEvalConfig", "TrainConfig", "ScheduleConfig", "DataConfig", "FindConfig",
-    "TransferConfig", "EvalConfig", "RunOptions", "RewindPoint", "resolve_train", "resolve_attack",
+    "TransferConfig", "EvalConfig", "PretrainConfig", "SSLConfig", "RunOptions", "RewindPoint", "resolve_train", "resolve_attack",
     "resolve_schedule", "training_defaults", "default_alpha", "from_dict", "to_dict", "hash_view", "merge",
     "load_yaml", "validate", "validate_find", "validate_transfer", "validate_eval", "FAMILY_DEFAULTS",
 ]
@@ -34,6 +34,8 @@ SCHEDULE_KINDS = ("geometric", "linear", "explicit")
 INITS = ("ticket", "theta0", "reinit")
 SPLITS = ("train", "val", "test")
 SEED_MAX = 2**31 - 1
+PROBES = ("knn", "linear")
+PRETRAIN_INITS = ("random", "pretrained")
 
 
 def _methods() -> list[str]:
@@ -391,6 +393,55 @@ class EvalConfig:
                                              help="robust accuracy (with --attack: clean SA and robust RA on the same "
                                                   "examples, model in eval mode)")
     json: bool = option(False, hashed=False, help="print metrics as JSON")
+    probe: str | None = option(None, since=2, choices=PROBES,
+                               help="score the encoder's frozen features instead of its head: knn (weighted kNN, "
+                                    "k 200, cosine, T 0.07, the training split as the bank) or linear (logistic "
+                                    "regression fitted on the training split); --weights then takes any checkpoint "
+                                    "layout")
+
+
+@dataclass
+class SSLConfig:
+    """Contrastive objectives (tasks ``simclr/<image set>``, ``moco/<image set>``); unset: the objective's default."""
+
+    temperature: float | None = option(None, gt=0, metavar="T",
+                                       help="NT-Xent / InfoNCE temperature (default 0.5 SimCLR, 0.2 MoCo v2)")
+    proj_dim: int = option(128, ge=1, metavar="D", help="projection head output width (default 128)")
+    proj_hidden: int | None = option(None, ge=1, metavar="D",
+                                     help="projection head hidden width (default: the encoder's feature width)")
+    queue: int | None = option(None, ge=1, metavar="K",
+                               help="MoCo: negatives in the queue (default 4096, or the training-set size when "
+                                    "smaller)")
+    momentum: float = option(0.99, ge=0, lt=1, metavar="M", help="MoCo: key-encoder momentum (default 0.99)")
+    knn_k: int = option(200, ge=0, metavar="K", help="kNN metric: neighbours (default 200; 0: no kNN metric)")
+    knn_temperature: float = option(0.07, gt=0, metavar="T", help="kNN metric: vote temperature (default 0.07)")
+    crop_scale: float = option(0.2, gt=0, le=1, metavar="S",
+                               help="views: smallest random-resized-crop area fraction (default 0.2)")
+
+
+@dataclass
+class PretrainConfig:
+    """``tickets pretrain``: dense training that produces θ0 (``<run>/model.safetensors``) on an upstream objective."""
+
+    model: str = option("", help="model name (see `tickets models`)")
+    task: str = option("", help="the objective: an image task for supervised pre-training (cifar10; with --adv pgd "
+                                "or --adv fgsm adversarial: PGD or FGSM-RS 'fast'), simclr/<image set> or "
+                                "moco/<image set> for self-supervised pre-training")
+    init: str = option("random", choices=PRETRAIN_INITS,
+                       help="start from the model's seeded random init (random, default) or its shipped weights "
+                            "(pretrained)")
+    weights: str | None = option(None, metavar="FILE",
+                                 help="start from this checkpoint instead (any layout --weights reads); its sha256 "
+                                      "is part of the run hash")
+    head: str = option("fresh", choices=HEAD_POLICIES,
+                       help="task head: fresh (seeded; default) or pretrained (keep the shipped classifier; on "
+                            "simclr/moco: the projection head of the --weights file)")
+    seed: int = option(0, ge=0, le=SEED_MAX, help="seed for data subsets, head init, data order and views (default 0)")
+    train: TrainConfig = option(factory=TrainConfig, help="training")
+    data: DataConfig = option(factory=DataConfig, help="data")
+    ssl: SSLConfig = option(factory=SSLConfig, prefix="ssl-", help="self-supervised objectives (simclr/, moco/)")
+    robust_eval: RobustEvalConfig | None = option(None, enable="--robust-eval",
+                                                  help="also report robust accuracy of the pre-trained model")
 
 
 @dataclass

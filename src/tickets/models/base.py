@@ -33,7 +33,15 @@ class ModelSpec:
 
     def adapt_to(self, task: Any, head_policy: str = "fresh", seed: int = 0) -> None:
         """Give the module a head for ``task``: "fresh" (new, seeded) or "pretrained" (keep the shipped head;
-        only when the task is the model's own label space)."""
+        only when the task is the model's own label space).
+
+        A task that brings its own head (``task.adapt_model(spec, head_policy, seed)``: the projection MLP of the
+        contrastive tasks, ``tasks/contrastive.py``) puts it in place of the model's head; it stays under the same
+        ``head`` path, so it is never pruned."""
+        own_head = getattr(task, "adapt_model", None)
+        if callable(own_head):
+            own_head(self, head_policy, seed)
+            return
         if self.adapt is not None:
             self.adapt(self, task, head_policy, seed)
             return

@@ -11,7 +11,7 @@ For a dataset already in memory no file is needed: ``Task.from_tensors`` (images
 
 Built-in: ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``, ``digits``, ``digits-0-4``, ``digits-5-9``
 (``tickets.tasks.images``); ``glue/<task>`` (``tickets.tasks.glue``) and ``mlm/<corpus>`` (``tickets.tasks.mlm``),
-imported only when used.
+imported only when used; ``simclr/<image set>`` and ``moco/<image set>`` (``tickets.tasks.contrastive``).
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ TASKS.register_family("glue/", "tickets.tasks.glue:load_glue_task", display="glu
 TASKS.register_family("mlm/", "tickets.tasks.mlm:load_mlm_task", display="mlm/<corpus>", modality="text",
                       canonical="tickets.tasks.mlm:canonical_name", install="pip install 'pretrained-tickets[text]'",
                       help="masked-language modelling: wikitext-2, gutenberg, tinyshakespeare or a text file path")
+TASKS.register_family("simclr/", "tickets.tasks.contrastive:load_simclr_task", display="simclr/<image set>", modality="image", canonical="tickets.tasks.contrastive:canonical_name", help="SimCLR objective (NT-Xent on two views, projection head; Chen et al. 2020) on an image set: ssl_loss, knn_accuracy")  # noqa: E501
+TASKS.register_family("moco/", "tickets.tasks.contrastive:load_moco_task", display="moco/<image set>", modality="image", canonical="tickets.tasks.contrastive:canonical_name", help="MoCo v2 objective (momentum encoder, queue, projection head; Chen et al. 2020) on an image set: ssl_loss, knn_accuracy")  # noqa: E501
 
 
 def task_names() -> list[str]:

@@ -48,6 +48,8 @@ def evaluate_model(
     validate_eval(cfg)
     data = cfg.data
     dev = resolve_device(device)  # a bad --device is reported before any loading
+    if cfg.probe:
+        return probe_model(cfg, device=dev, data_root=data_root, model_root=model_root)
     head = "fresh" if cfg.weights else "pretrained"
     from tickets.models import load_model
 
@@ -89,6 +91,53 @@ def evaluate_model(
             device=dev, batch_size=cfg.batch_size, limit=r.limit if r.limit is not None else data.limit, mask=mask,
             seed=cfg.seed, progress=progress)
     return metrics
+
+
+def probe_model(cfg: EvalConfig, *, device: str | torch.device = "auto", data_root: str | Path | None = None,
+                model_root: str | Path | None = None) -> dict:
+    """``tickets eval --probe knn|linear``: score the encoder of ``cfg.model`` (from ``cfg.weights`` if given —
+    any checkpoint layout ``--weights`` reads, its head ignored — under ``cfg.ticket``'s mask if given) by its
+    frozen features on the labelled ``cfg.task``: weighted kNN or a linear probe (``training.probe``), the task's
+    training split (after the validation carve; ``--val-size 0`` keeps all of it) as bank / probe training set,
+    ``cfg.split`` (first ``data.limit`` examples) scored. TicketsError with an attack, or for a task without
+    image labels."""
+    from tickets.models import load_model
+    from tickets.training.probe import KNN_TEMPERATURE, probe_task
+
+    if cfg.robust is not None:
+        raise TicketsError("--probe scores frozen features and --attack the model's head: run them separately")
+    dev = resolve_device(device)
+    spec = load_model(cfg.model, model_root=model_root, weights=cfg.weights)
+    prepared = prepare(spec, cfg.task, model_id=cfg.model, head="fresh", seed=cfg.seed, data=cfg.data,
+                       data_root=data_root, model_root=model_root)
+    model = prepared.model.to(dev)
+    mask = None
+    if cfg.ticket:
+        mask = load_ticket(cfg.ticket).mask
+        mask.check(model)
+        mask.to(dev).apply_(model)
+    scores = probe_task(model, prepared.task, cfg.split, probe=cfg.probe, device=dev, batch_size=cfg.batch_size,
+                        limit=cfg.data.limit, head=prepared.spec.head, seed=cfg.seed)
+    key = f"{cfg.probe}_accuracy"
+    if cfg.probe == "knn":
+        settings = {"bank": scores["bank"], "k": scores["k"], "temperature": KNN_TEMPERATURE, "vote": "exp(cos/T)"}
+    else:
+        settings = {"train_examples": scores["bank"], "classifier": "LogisticRegression(C=1) on standardised features"}
+    settings["features"] = _feature_source(prepared.model)
+    metrics = {key: scores[key], "examples": scores["examples"], "split": cfg.split, "task": prepared.task.name,
+               "model": prepared.model_id, "primary_metric": key, "probe": cfg.probe, "probe_settings": settings}
+    if cfg.weights:
+        metrics["weights"] = str(cfg.weights)
+    if mask is not None:
+        metrics["sparsity"] = mask.sparsity
+    return metrics
+
+
+def _feature_source(model: torch.nn.Module) -> str:
+    for attr in ("embed", "features"):
+        if callable(getattr(model, attr, None)) and not isinstance(getattr(model, attr), torch.nn.Module):
+            return f"{attr}()"
+    return "head input"
 
 
 def format_metrics(m: dict) -> str:
