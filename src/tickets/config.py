@@ -312,6 +312,25 @@ _SEED_HELP = "seed for data subsets, head init, data order, random masks (defaul
 
 
 @dataclass
+class SSLConfig:
+    """Contrastive objectives (tasks ``simclr/<image set>``, ``moco/<image set>``); unset: the objective's default."""
+
+    temperature: float | None = option(None, gt=0, metavar="T",
+                                       help="NT-Xent / InfoNCE temperature (default 0.5 SimCLR, 0.2 MoCo v2)")
+    proj_dim: int = option(128, ge=1, metavar="D", help="projection head output width (default 128)")
+    proj_hidden: int | None = option(None, ge=1, metavar="D",
+                                     help="projection head hidden width (default: the encoder's feature width)")
+    queue: int | None = option(None, ge=1, metavar="K",
+                               help="MoCo: negatives in the queue (default 4096, or the training-set size when "
+                                    "smaller)")
+    momentum: float = option(0.99, ge=0, lt=1, metavar="M", help="MoCo: key-encoder momentum (default 0.99)")
+    knn_k: int = option(200, ge=0, metavar="K", help="kNN metric: neighbours (default 200; 0: no kNN metric)")
+    knn_temperature: float = option(0.07, gt=0, metavar="T", help="kNN metric: vote temperature (default 0.07)")
+    crop_scale: float = option(0.2, gt=0, le=1, metavar="S",
+                               help="views: smallest random-resized-crop area fraction (default 0.2)")
+
+
+@dataclass
 class FindConfig:
     """``tickets find``: draw tickets on a source task, level by level."""
 
@@ -341,6 +360,8 @@ class FindConfig:
                                       "or a torch state dict, wrapper prefixes resolved (module., MoCo encoder_q., "
                                       "Lightning model., robustness-library module.model.); its sha256 is part of "
                                       "the run hash")
+    ssl: SSLConfig = option(factory=SSLConfig, since=2, prefix="ssl-",
+                            help="self-supervised objectives (tasks simclr/<set>, moco/<set>)")
     pattern: str = option("unstructured", since=2, check=_check_pattern,
                           help="sparsity pattern (see `tickets patterns`): unstructured (default), channel, head, "
                                "neuron, nm:N:M")
@@ -371,6 +392,8 @@ class TransferConfig:
                                       "or a torch state dict, wrapper prefixes resolved (module., MoCo encoder_q., "
                                       "Lightning model., robustness-library module.model.); its sha256 is part of "
                                       "the run hash")
+    ssl: SSLConfig = option(factory=SSLConfig, since=2, prefix="ssl-",
+                            help="self-supervised objectives (tasks simclr/<set>, moco/<set>)")
     force: bool = option(False, since=2, hashed=False,
                          help="use a ticket drawn for another model when its tensors fit (sparsity is then reported "
                               "over the tensors actually masked)")
@@ -398,25 +421,6 @@ class EvalConfig:
                                     "k 200, cosine, T 0.07, the training split as the bank) or linear (logistic "
                                     "regression fitted on the training split); --weights then takes any checkpoint "
                                     "layout")
-
-
-@dataclass
-class SSLConfig:
-    """Contrastive objectives (tasks ``simclr/<image set>``, ``moco/<image set>``); unset: the objective's default."""
-
-    temperature: float | None = option(None, gt=0, metavar="T",
-                                       help="NT-Xent / InfoNCE temperature (default 0.5 SimCLR, 0.2 MoCo v2)")
-    proj_dim: int = option(128, ge=1, metavar="D", help="projection head output width (default 128)")
-    proj_hidden: int | None = option(None, ge=1, metavar="D",
-                                     help="projection head hidden width (default: the encoder's feature width)")
-    queue: int | None = option(None, ge=1, metavar="K",
-                               help="MoCo: negatives in the queue (default 4096, or the training-set size when "
-                                    "smaller)")
-    momentum: float = option(0.99, ge=0, lt=1, metavar="M", help="MoCo: key-encoder momentum (default 0.99)")
-    knn_k: int = option(200, ge=0, metavar="K", help="kNN metric: neighbours (default 200; 0: no kNN metric)")
-    knn_temperature: float = option(0.07, gt=0, metavar="T", help="kNN metric: vote temperature (default 0.07)")
-    crop_scale: float = option(0.2, gt=0, le=1, metavar="S",
-                               help="views: smallest random-resized-crop area fraction (default 0.2)")
 
 
 @dataclass
@@ -477,10 +481,16 @@ def _check_attacks(cfg: Any) -> None:
             resolve_attack(block, key)
 
 
+def _check_ssl(cfg: Any) -> None:
+    if cfg.ssl != SSLConfig() and not cfg.task.startswith(("simclr/", "moco/")):
+        raise TicketsError(f"--ssl-* options apply to simclr/<set> and moco/<set> tasks, not {cfg.task!r}: drop them")
+
+
 def validate_find(cfg: FindConfig) -> None:
     """Everything about a find config that can be checked without loading anything; TicketsError otherwise."""
     if not cfg.model or not cfg.task:
         raise TicketsError("find needs a model and a task: pass --model M --task T (or set them in --config)")
+    _check_ssl(cfg)
     validate(cfg, "")
     resolve_schedule(cfg.schedule)
     _check_attacks(cfg)
@@ -492,6 +502,7 @@ def validate_transfer(cfg: TransferConfig) -> None:
     if not cfg.task or not (cfg.model or cfg.ticket):
         raise TicketsError("transfer needs a task and a model (or a ticket that records one): pass --model M "
                            "--task T")
+    _check_ssl(cfg)
     validate(cfg, "")
     _check_attacks(cfg)
     _check_fine_tune_data(cfg)

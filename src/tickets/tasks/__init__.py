@@ -89,11 +89,14 @@ def load_task(
     data_root: str | os.PathLike | None = None,
     data: DataConfig = DataConfig(),
     seed: int = 0,
+    options: Any = None,
 ) -> Task:
     """Build task ``name`` for ``model`` (a ModelSpec: image inputs are resized / channel-matched to it, text is
     tokenised with its tokenizer). Data comes from ``data_root`` / ``--data-root`` / ``TICKETS_DATA``; ``seed``
-    picks the ``train_size`` subset and the validation carve. TicketsError for an unknown name or missing data."""
+    picks the ``train_size`` subset and the validation carve; ``options`` go to the task's factory (the
+    contrastive tasks' ``ContrastiveOptions``). TicketsError for an unknown name or missing data."""
     from tickets.hparams import validate
 
     validate(data, "data")  # a DataConfig built in Python skips from_dict's checks
-    return TASKS.get(name)(name, model=model, data_root=data_root, data=data, seed=seed)
+    extra = {} if options is None else {"options": options}
+    return TASKS.get(name)(name, model=model, data_root=data_root, data=data, seed=seed, **extra)

@@ -37,7 +37,7 @@ from tickets.tasks.base import Task
 from tickets.ticket import Ticket, load_ticket, save_ticket
 from tickets.training.callbacks import Callback, RewindCapture
 from tickets.verbs.level import run_level
-from tickets.verbs.prepare import Prepared, prepare, random_init_state
+from tickets.verbs.prepare import Prepared, prepare, random_init_state, task_options
 
 logger = get_logger(__name__)
 
@@ -138,7 +138,8 @@ def find_tickets(
                            f"{cfg.method}: drop --rewind or use --method imp")
     device = resolve_device(device)
     prepared = prepare(model or cfg.model, task or cfg.task, head=cfg.head, seed=cfg.seed, prunable=cfg.prunable,
-                       data=cfg.data, data_root=data_root, model_root=model_root, weights=cfg.weights)
+                       data=cfg.data, data_root=data_root, model_root=model_root, weights=cfg.weights,
+                       task_options=task_options(cfg))
     pattern = get_pattern(cfg.pattern)
     pattern.setup(prepared.model, prepared.names, prepared.spec)
     train = resolve_train(cfg.train, prepared.family, prepared.recipe)

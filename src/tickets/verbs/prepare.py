@@ -6,6 +6,7 @@ import copy
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -98,6 +99,7 @@ def prepare(
     model_root: str | Path | None = None,
     model_id: str | None = None,
     weights: str | Path | None = None,
+    task_options: Any = None,
 ) -> Prepared:
     """Load (or accept) the model and task, fit the head, resolve the prunable set and snapshot θ0.
 
@@ -120,7 +122,8 @@ def prepare(
     if not isinstance(task, str):
         task_obj = task
     else:
-        task_obj = load_task(task, model=spec, data_root=data_root, data=data or DataConfig(), seed=seed)
+        task_obj = load_task(task, model=spec, data_root=data_root, data=data or DataConfig(), seed=seed,
+                             options=task_options)
     spec.adapt_to(task_obj, head, seed)
     if isinstance(prunable, PrunableSet):
         pset = prunable
@@ -171,3 +174,20 @@ def random_init_state(prepared: Prepared, seed: int) -> dict[str, torch.Tensor]:
     state = clone_state(module)
     module.load_state_dict({k: v.to(devices[k]) for k, v in saved.items()})
     return state
+
+
+def task_options(cfg: Any) -> Any:
+    """What a config asks of its task's factory beyond the data (the contrastive tasks' options from ``cfg.ssl``),
+    or None for the task's defaults."""
+    ssl = getattr(cfg, "ssl", None)
+    if ssl is None or not str(getattr(cfg, "task", "")).startswith(("simclr/", "moco/")):
+        return None
+    from tickets.config import SSLConfig
+
+    if ssl == SSLConfig():
+        return None
+    import dataclasses
+
+    from tickets.tasks.contrastive import ContrastiveOptions
+
+    return ContrastiveOptions(**dataclasses.asdict(ssl))

@@ -26,7 +26,7 @@ from tickets.tasks.base import Task
 from tickets.ticket import Ticket, load_ticket
 from tickets.training.callbacks import Callback
 from tickets.verbs.level import run_level
-from tickets.verbs.prepare import Prepared, prepare, random_init_state
+from tickets.verbs.prepare import Prepared, prepare, random_init_state, task_options
 
 logger = get_logger(__name__)
 
@@ -108,7 +108,8 @@ def transfer(
             raise TicketsError(f"ticket {cfg.ticket} records no model (a {ticket.meta.get('format', 'legacy')} mask "
                                "file, e.g. from torch prune or open_lth): pass --model NAME")
     prepared = prepare(model_name, task or cfg.task, head=cfg.head, seed=cfg.seed, data=cfg.data,
-                       data_root=data_root, model_root=model_root, weights=cfg.weights)
+                       data_root=data_root, model_root=model_root, weights=cfg.weights,
+                       task_options=task_options(cfg))
     drawn_for = ticket.meta.get("model") if ticket is not None else None
     if drawn_for and drawn_for != prepared.model_id:
         if not cfg.force:
