@@ -237,6 +237,7 @@ def test_pooler_status_and_bert_preset(tiny_tok, tmp_path):
     pooler = "bert.pooler.dense.weight"
     plain = load_hf_model(f"hf:{tiny_checkpoint(tiny_tok, tmp_path / 'plain')}")
     assert plain.info["pooler"] == "pretrained" and plain.module.pooler_pretrained is True
+    assert "recipe" not in plain.info  # no measured recipe: the family defaults
     assert plain.info["pooling"] == "pooler" and "pooler_note" not in plain.info
     names = PrunableSet("bert").resolve(plain.module)
     assert names[-1] == pooler and len(names) == 6 * 2 + 1  # as in the BERT-tickets paper
@@ -295,6 +296,35 @@ def test_mean_pooling_head_matches_masked_mean_and_ignores_padding(tiny_tok, tmp
     with pytest.raises(TicketsError, match="unknown pooling"):
         load_hf_model(f"hf:{tmp_path / 'st'}", pooling="sum")
     assert load_hf_model(f"hf:{tmp_path / 'st'}", pooling="pooler").info["pooling"] == "pooler"
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert"])
+def test_pooled_heads_per_architecture(tiny_tok, arch):
+    spec = tiny_spec(tiny_tok, arch)
+    spec.adapt_to(fake_task(n=3), "fresh", 0)
+    m = spec.module.eval()
+    m.set_pooling("mean")
+    x = inputs(tiny_tok, n=2, length=6)
+    x["attention_mask"][1, 4:] = 0
+    hidden = m.base(**x)[0]
+    w = x["attention_mask"].unsqueeze(-1).float()
+    mean = (hidden * w).sum(1) / w.sum(1)
+    if arch == "bert":
+        head = m.classifier
+    elif arch == "roberta":  # RobertaClassificationHead: dense, tanh, out_proj on the pooled vector
+        def head(v):
+            return m.classifier.out_proj(torch.tanh(m.classifier.dense(v)))
+    else:  # DistilBERT: pre_classifier, ReLU, classifier
+        def head(v):
+            return m.classifier(torch.relu(m.pre_classifier(v)))
+    torch.testing.assert_close(m(**x).logits, head(mean))
+    m.set_pooling("cls")
+    torch.testing.assert_close(m(**x).logits, head(hidden[:, 0]))
+    m.set_pooling("max")
+    big = hidden.masked_fill(x["attention_mask"].unsqueeze(-1) == 0, -1e9).amax(1)
+    torch.testing.assert_close(m(**x).logits, head(big))
+    spec.adapt_to(fake_task("mlm", len(tiny_tok)), "fresh", 0)  # pooling concerns classification heads only
+    assert m(**x).logits.shape == (2, 6, len(tiny_tok))
 
 
 @pytest.mark.parametrize("how", ["mean", "max", "cls"])
@@ -797,6 +827,13 @@ def test_minilm_declares_its_untrained_pooler_and_pools_as_sentence_transformers
     assert float(w.std()) < float(enc.std()) / 5  # the tiny untrained pooler (std ~0.009 vs ~0.04+)
     names = PrunableSet("bert").resolve(minilm.module)
     assert len(names) == 36 and not any("pooler" in n for n in names)
+    import dataclasses
+
+    from tickets.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert minilm.info["recipe"] and set(minilm.info["recipe"]) <= fields  # overrides TrainConfig defaults only
+    assert minilm.info["recipe"]["lr"] > 2e-5 and "pooler-investigation.md" in minilm.info["recipe_reason"]
     st = pytest.importorskip("sentence_transformers")
     ref_model = st.SentenceTransformer(minilm.info["source"], device="cpu")
     texts = ["a good film", "the movie was not very good , he said", "awful"]

@@ -19,6 +19,20 @@ Heads:
 weights ~ N(0, initializer_range), biases 0, LayerNorm 1/0), so the same seed gives the same head on any device.
 ``head`` lists the head children that own parameters; with the MLM head it includes the decoder whose weight *is*
 the word-embedding matrix (tied), so code that re-initialises "head parameters" itself must skip shared ones.
+
+What ``load_hf_model`` checks and records in ``spec.info`` (see its docstring):
+
+- the pooler: BERT's pooler (dense + tanh on [CLS]) is pre-trained only in checkpoints trained with it.
+  sentence-transformers checkpoints (``modules.json`` + ``1_Pooling/config.json``) pool the last hidden states
+  themselves and never train it (MiniLM-L6: std 0.009 against 0.06 in the encoder), and checkpoints saved from
+  ``…ForMaskedLM`` lack it. Such a pooler is left out of the ``bert`` prunable preset (``pooler_pretrained``), and
+  for sentence-transformers checkpoints classification heads read the sequence the way the checkpoint was trained
+  (``pooling="auto"``: mean pooling for MiniLM-L6). Measured in docs/results/text-minilm/pooler-investigation.md.
+- precision: weights load in float32 whatever the checkpoint stores, unless ``dtype`` asks otherwise.
+- head-pruned checkpoints (``config.pruned_heads``, written by transformers 4's ``prune_heads``; transformers 5
+  cannot load them) are rebuilt with those heads removed.
+- every load failure (bad config.json, missing or corrupt weights, unknown architecture, missing tokenizer files,
+  weights of another architecture) is one ``TicketsError`` line with the fix.
 """
 
 from __future__ import annotations
@@ -979,7 +993,7 @@ def load_hf_model(
             notes.append(f"classification heads read the sequence by {chosen} pooling (the pooling the checkpoint "
                          "was trained with), not through the untrained pooler")
         info["pooler_note"] = "; ".join(notes)
-    recipe = model_recipe(module)
+    recipe = model_recipe(name)
     if recipe is not None:
         info["recipe"], info["recipe_reason"] = recipe
     spec.info.update(info)
@@ -1062,6 +1076,24 @@ def _load_pruned(base: nn.Module, pruned: dict[int, list[int]], mismatched: set[
             p.copy_(value.to(p.dtype))
 
 
-def model_recipe(module: nn.Module) -> tuple[dict[str, Any], str] | None:
-    """TrainConfig field defaults a loaded text model declares, and why (one sentence); None: the family's."""
-    return None
+# Training recipes models declare: TrainConfig field defaults that replace the BERT family's (AdamW, lr 2e-5, no
+# warm-up, linear decay), each with the one sentence of evidence the run log repeats. Flags and config files still
+# win over them. Measured in docs/results/text-minilm/pooler-investigation.md (SST-2, 2,000 training examples,
+# dev accuracy over 3 seeds).
+MODEL_RECIPES: dict[str, tuple[dict[str, Any], str]] = {
+    "minilm-l6": (
+        {"lr": 1e-4, "warmup": 0.1},
+        "MiniLM-L6 (22.7 M parameters) undertrains at BERT-base's lr 2e-5 on small subsets: dense SST-2 from 2,000 "
+        "examples scores 0.56 after 1 epoch at lr 2e-5 and 0.80 at lr 1e-4 with 10% warm-up (0.83 after 2 epochs; "
+        "means of 3 seeds, docs/results/text-minilm/pooler-investigation.md)",
+    ),
+}
+
+
+def model_recipe(name: str) -> tuple[dict[str, Any], str] | None:
+    """The TrainConfig field defaults model ``name`` declares and why (one sentence), or None: the family's.
+
+    The caller (config resolution) applies them over the family defaults and under anything the user set, and logs
+    the reason."""
+    recipe = MODEL_RECIPES.get(name)
+    return (dict(recipe[0]), recipe[1]) if recipe is not None else None
