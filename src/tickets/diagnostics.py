@@ -94,10 +94,11 @@ def _scale_warning(names: list[str], scores: Mapping[str, torch.Tensor], ratio: 
         outliers = [min(scales, key=scales.get), max(scales, key=scales.get)]
     shown = ", ".join(f"{n} ({scales[n]:.3g}, {scales[n] / median:.2g}× the median)" for n in outliers[:5])
     more = f" and {len(outliers) - 5} more" if len(outliers) > 5 else ""
+    exclude = "|".join(_regex(n) for n in outliers) if len(outliers) <= 3 else "<regex>"
     return (
         f"the prunable set mixes magnitude scales {hi / lo:.1f}× apart (mean |score| {lo:.3g} … {hi:.3g}, median "
         f"{median:.3g}); one global threshold prunes the small tensors first: {shown}{more}; leave them out "
-        f"(exclude=...), prune layer-wise (--scope layerwise), or rank by a per-tensor normalised score"
+        f"(exclude={exclude}), prune layer-wise (--scope layerwise), or rank by a per-tensor normalised score"
     )
 
 
