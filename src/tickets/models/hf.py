@@ -97,6 +97,11 @@ class HFTextModel(nn.Module):
 
     ``forward(input_ids, attention_mask, token_type_ids)`` returns the task model's output (``.logits``).
     ``masked_lm_logits(inputs, select)`` returns MLM logits only at ``select``-ed positions ([M, vocab]).
+
+    Attributes set by ``load_hf_model``: ``pooling`` (how classification/regression heads read the sequence, see
+    ``set_pooling``), ``pooler_pretrained`` (False: the checkpoint's pooler was never trained or is missing, so the
+    ``bert`` prunable preset leaves it out; True: loaded pre-trained; None: no pooler, or not known) and
+    ``pooler_status`` (in words).
     """
 
     def __init__(self, base: nn.Module, *, source: str | None = None):
@@ -113,8 +118,10 @@ class HFTextModel(nn.Module):
         # How classification / regression heads read the sequence: "pooler" (the task model's own way: BERT's
         # pooler on [CLS], RoBERTa's head on <s>, ...) or "mean" (attention-masked mean of the last hidden states)
         self.__dict__["pooling"] = "pooler"
-        # False when the checkpoint's pooler was never trained (sentence-transformers) or is missing from it
-        self.__dict__["pooler_pretrained"] = True
+        # False when the checkpoint's pooler was never trained (sentence-transformers) or is missing from it;
+        # None: not known (a model built here from a config or passed in, not loaded by load_hf_model)
+        self.__dict__["pooler_pretrained"] = None
+        self.__dict__["pooler_status"] = "not checked"
         self.add_module(prefix, base)
 
     # --- the mirrored task model -------------------------------------------------------------------------------
