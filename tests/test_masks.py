@@ -149,6 +149,25 @@ def test_bert_preset_bare_model_has_pooler():
     assert len(names) == 6 * 2 + 1 and names[-1] == "pooler.dense.weight"
 
 
+def test_bert_preset_leaves_out_a_pooler_that_was_not_loaded_pretrained():
+    from tickets.masks import preset_notes
+
+    model = transformers.BertModel(_config("bert", 2, 8))
+    with_pooler = PrunableSet("bert").resolve(model)
+    assert preset_notes("bert", model) == []
+    model.pooler_pretrained = True  # a bert-base-style checkpoint: the paper's prunable set
+    assert PrunableSet("bert").resolve(model) == with_pooler
+    model.pooler_pretrained = None  # "no information" keeps the old behaviour too
+    assert PrunableSet("bert").resolve(model) == with_pooler
+    model.pooler_pretrained = False
+    model.pooler_status = "missing from checkpoint"
+    assert PrunableSet("bert").resolve(model) == with_pooler[:-1]
+    (note,) = preset_notes("bert", model)
+    assert "leaves out pooler.dense.weight" in note and "missing from checkpoint" in note and "include=" in note
+    assert preset_notes("all", model) == [] and "pooler.dense.weight" in PrunableSet("all").resolve(model)
+    assert PrunableSet.parse(r"bert,include=pooler\.dense\.weight").resolve(model) == with_pooler
+
+
 # -- Mask ------------------------------------------------------------------------------------------------------------
 
 

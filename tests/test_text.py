@@ -201,6 +201,299 @@ def test_load_errors_name_the_model(tmp_path):
         load_hf_model("bert")
 
 
+# --- checkpoints: the pooler, half precision, load failures, head-pruned models -------------------------------
+def tiny_checkpoint(tok, path: Path, *, heads=2, layout="plain", half=False, task_model=False, seed=0) -> Path:
+    """A random tiny BERT saved with ``save_pretrained``: "plain", "st" (sentence-transformers modules.json and
+    1_Pooling/config.json, mean pooling) or "no-pooler" (pooler tensors deleted from model.safetensors)."""
+    from safetensors.torch import load_file, save_file
+
+    cfg = transformers.BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=heads,
+                                  intermediate_size=32, max_position_embeddings=64, pad_token_id=0)
+    torch.manual_seed(seed)
+    model = transformers.BertForSequenceClassification(cfg) if task_model else transformers.BertModel(cfg)
+    if half:
+        model = model.half()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    if layout == "st":
+        (path / "modules.json").write_text(
+            '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}, '
+            '{"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]')
+        (path / "1_Pooling").mkdir()
+        (path / "1_Pooling" / "config.json").write_text(
+            '{"word_embedding_dimension": 16, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true, '
+            '"pooling_mode_max_tokens": false, "pooling_mode_mean_sqrt_len_tokens": false}')
+    elif layout == "no-pooler":
+        state = load_file(path / "model.safetensors")
+        assert any("pooler" in k for k in state)
+        save_file({k: v for k, v in state.items() if "pooler" not in k}, path / "model.safetensors",
+                  metadata={"format": "pt"})
+    return path
+
+
+def test_pooler_status_and_bert_preset(tiny_tok, tmp_path):
+    from tickets.masks import PrunableSet, preset_notes
+    from tickets.models.hf import load_hf_model
+
+    pooler = "bert.pooler.dense.weight"
+    plain = load_hf_model(f"hf:{tiny_checkpoint(tiny_tok, tmp_path / 'plain')}")
+    assert plain.info["pooler"] == "pretrained" and plain.module.pooler_pretrained is True
+    assert "recipe" not in plain.info  # no measured recipe: the family defaults
+    assert plain.info["pooling"] == "pooler" and "pooler_note" not in plain.info
+    names = PrunableSet("bert").resolve(plain.module)
+    assert names[-1] == pooler and len(names) == 6 * 2 + 1  # as in the BERT-tickets paper
+    assert preset_notes("bert", plain.module) == []
+
+    st = load_hf_model(f"hf:{tiny_checkpoint(tiny_tok, tmp_path / 'st', layout='st')}")
+    assert st.info["pooler"] == "untrained (sentence-transformers, mean pooling)"
+    assert st.module.pooler_pretrained is False and st.info["checkpoint_pooling"] == "mean"
+    assert st.info["pooling"] == "mean"
+    names = PrunableSet("bert").resolve(st.module)
+    assert pooler not in names and len(names) == 6 * 2
+    (note,) = preset_notes("bert", st.module)
+    assert pooler in note and "sentence-transformers" in note and "include=" in note
+    assert pooler in st.info["pooler_note"]
+    assert PrunableSet.parse(r"bert,include=.*pooler\.dense\.weight").resolve(st.module)[-1] == pooler
+    # same weights as the plain checkpoint (same seed): only the layout differs
+    assert torch.equal(st.module.bert.pooler.dense.weight, plain.module.bert.pooler.dense.weight)
+
+    gone = load_hf_model(f"hf:{tiny_checkpoint(tiny_tok, tmp_path / 'gone', layout='no-pooler')}")
+    assert gone.info["pooler"] == "missing from checkpoint" and gone.module.pooler_pretrained is False
+    assert sorted(gone.info["missing_keys"]) == ["pooler.dense.bias", "pooler.dense.weight"]
+    assert pooler not in PrunableSet("bert").resolve(gone.module) and preset_notes("bert", gone.module)
+    assert gone.info["pooling"] == "pooler"  # no declared pooling: the task model's own, on a fresh pooler
+    w = gone.module.bert.pooler.dense.weight.detach()
+    assert abs(float(w.std()) - 0.02) < 0.005 and torch.all(gone.module.bert.pooler.dense.bias == 0)
+    again = load_hf_model(f"hf:{tmp_path / 'gone'}")  # seeded, not the global RNG: θ0 is reproducible
+    assert torch.equal(again.module.bert.pooler.dense.weight, w)
+    # pretrained=False keeps the same prunable set, so masks drawn with and without weights line up
+    rand = load_hf_model(f"hf:{tmp_path / 'gone'}", pretrained=False)
+    assert rand.info["pooler"] == "missing from checkpoint"
+    assert PrunableSet("bert").resolve(rand.module) == PrunableSet("bert").resolve(gone.module)
+
+
+def test_mean_pooling_head_matches_masked_mean_and_ignores_padding(tiny_tok, tmp_path):
+    from tickets.models.hf import load_hf_model
+
+    spec = load_hf_model(f"hf:{tiny_checkpoint(tiny_tok, tmp_path / 'st', layout='st')}")
+    spec.adapt_to(fake_task(n=3), "fresh", 0)
+    m = spec.module.eval()
+    x = inputs(tiny_tok, n=3, length=7)
+    logits = m(**x).logits
+    hidden = m.bert(**x).last_hidden_state
+    ref = m.classifier(hidden.mean(dim=1))  # no padding: the plain mean over every token
+    torch.testing.assert_close(logits, ref)
+    padded = {k: torch.cat([v, torch.zeros(3, 4, dtype=v.dtype)], dim=1) for k, v in x.items()}  # pad id 0, mask 0
+    torch.testing.assert_close(m(**padded).logits, logits, rtol=1e-5, atol=1e-6)
+    # gradient reaches the encoder but not the unused pooler
+    m.train()
+    m(**x).logits.sum().backward()
+    assert m.bert.encoder.layer[1].output.dense.weight.grad is not None and m.bert.pooler.dense.weight.grad is None
+    spec.module.set_pooling("pooler")  # the model's own way back on demand
+    m.eval()
+    torch.testing.assert_close(m(**x).logits, m.task_model(**x).logits)
+    with pytest.raises(TicketsError, match="unknown pooling"):
+        spec.module.set_pooling("sum")
+    with pytest.raises(TicketsError, match="unknown pooling"):
+        load_hf_model(f"hf:{tmp_path / 'st'}", pooling="sum")
+    assert load_hf_model(f"hf:{tmp_path / 'st'}", pooling="pooler").info["pooling"] == "pooler"
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert"])
+def test_pooled_heads_per_architecture(tiny_tok, arch):
+    spec = tiny_spec(tiny_tok, arch)
+    spec.adapt_to(fake_task(n=3), "fresh", 0)
+    m = spec.module.eval()
+    m.set_pooling("mean")
+    x = inputs(tiny_tok, n=2, length=6)
+    x["attention_mask"][1, 4:] = 0
+    hidden = m.base(**x)[0]
+    w = x["attention_mask"].unsqueeze(-1).float()
+    mean = (hidden * w).sum(1) / w.sum(1)
+    if arch == "bert":
+        head = m.classifier
+    elif arch == "roberta":  # RobertaClassificationHead: dense, tanh, out_proj on the pooled vector
+        def head(v):
+            return m.classifier.out_proj(torch.tanh(m.classifier.dense(v)))
+    else:  # DistilBERT: pre_classifier, ReLU, classifier
+        def head(v):
+            return m.classifier(torch.relu(m.pre_classifier(v)))
+    torch.testing.assert_close(m(**x).logits, head(mean))
+    m.set_pooling("cls")
+    torch.testing.assert_close(m(**x).logits, head(hidden[:, 0]))
+    m.set_pooling("max")
+    big = hidden.masked_fill(x["attention_mask"].unsqueeze(-1) == 0, -1e9).amax(1)
+    torch.testing.assert_close(m(**x).logits, head(big))
+    spec.adapt_to(fake_task("mlm", len(tiny_tok)), "fresh", 0)  # pooling concerns classification heads only
+    assert m(**x).logits.shape == (2, 6, len(tiny_tok))
+
+
+@pytest.mark.parametrize("how", ["mean", "max", "cls"])
+def test_pool_matches_sentence_transformers(how):
+    st_pooling = pytest.importorskip("sentence_transformers.models").Pooling
+    from tickets.models.hf import pool
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 5, 4, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    ref = st_pooling(4, pooling_mode=how)({"token_embeddings": hidden, "attention_mask": mask})["sentence_embedding"]
+    torch.testing.assert_close(pool(hidden, mask, how), ref)
+
+
+def test_half_precision_checkpoint_loads_in_float32(tiny_tok, tmp_path):
+    from safetensors.torch import load_file
+
+    from tickets.models.hf import load_hf_model
+
+    path = tiny_checkpoint(tiny_tok, tmp_path / "fp16", half=True)
+    stored = load_file(path / "model.safetensors")
+    assert stored["encoder.layer.0.attention.self.query.weight"].dtype == torch.float16
+    spec = load_hf_model(f"hf:{path}")
+    assert {p.dtype for p in spec.module.parameters()} == {torch.float32}
+    assert spec.info["dtype"] == "float32" and spec.info["checkpoint_dtype"] == "float16"
+    assert "float16" in spec.info["dtype_note"] and "float32" in spec.info["dtype_note"]
+    params = dict(spec.module.bert.named_parameters())
+    for key, value in stored.items():
+        if key in params:  # the float16 values, exactly, in float32
+            assert torch.equal(params[key], value.float()), key
+    spec.adapt_to(fake_task(n=2), "fresh", 0)
+    assert spec.module.classifier.weight.dtype == torch.float32
+    half = load_hf_model(f"hf:{path}", dtype="float16")  # lower precision only when asked for
+    assert {p.dtype for p in half.module.parameters()} == {torch.float16} and half.info["dtype"] == "float16"
+    assert load_hf_model(f"hf:{path}", dtype="auto").info["dtype"] == "float16"
+    plain = load_hf_model(f"hf:{tiny_checkpoint(tiny_tok, tmp_path / 'fp32')}")
+    assert plain.info["checkpoint_dtype"] == "float32" and "dtype_note" not in plain.info
+    with pytest.raises(TicketsError, match="unknown model dtype"):
+        load_hf_model(f"hf:{path}", dtype="int8")
+
+
+def _break(path: Path, how: str) -> None:
+    if how == "corrupt-config":
+        (path / "config.json").write_text('{"model_type": "bert", "hidden_size": ')
+    elif how == "no-weights":
+        (path / "model.safetensors").unlink()
+    elif how == "truncated-weights":
+        data = (path / "model.safetensors").read_bytes()
+        (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif how == "no-tokenizer":  # transformers would build an empty tokenizer: every word [UNK]
+        for f in path.iterdir():
+            if f.name not in ("config.json", "model.safetensors"):
+                f.unlink()
+    elif how == "foreign-weights":  # names from another architecture: nothing would load
+        from safetensors.torch import load_file, save_file
+
+        state = load_file(path / "model.safetensors")
+        save_file({f"roberta.{k}": v for k, v in state.items()}, path / "model.safetensors", metadata={"format": "pt"})
+    elif how == "unknown-architecture":
+        import json
+
+        cfg = json.loads((path / "config.json").read_text())
+        cfg["model_type"] = "frobnicator"
+        (path / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("how,match", [
+    ("corrupt-config", "config.json is not valid JSON.*restore"),
+    ("no-weights", "no weights file.*model.safetensors"),
+    ("truncated-weights", "corrupt or truncated.*again"),
+    ("unknown-architecture", "cannot build this architecture.*BERT-family"),
+    ("no-tokenizer", "has 5 tokens but the model's vocabulary has 46.*tokenizer.save_pretrained"),
+    ("foreign-weights", "are missing from.*other names such as 'roberta.*do not belong"),
+])
+def test_hf_load_failures_are_one_line(tiny_tok, tmp_path, capsys, how, match):
+    from tickets.cli import main
+    from tickets.models.hf import load_hf_model
+
+    path = tiny_checkpoint(tiny_tok, tmp_path / how)
+    _break(path, how)
+    with pytest.raises(TicketsError, match=match) as err:
+        load_hf_model(f"hf:{path}")
+    assert "\n" not in str(err.value)
+    capsys.readouterr()  # save_pretrained's progress bars
+    rc = main(["eval", "--model", f"hf:{path}", "--task", "glue/sst2", "--data-root", str(tmp_path)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("tickets: error:") and "Traceback" not in lines[0]
+
+
+def _prune_heads_like_transformers4(model, heads: dict[int, list[int]]):
+    """What transformers 4's ``model.prune_heads(heads)`` did (transformers 5 removed it): drop the heads' rows of
+    query/key/value and columns of the attention output dense, and record ``config.pruned_heads``."""
+    from torch import nn
+
+    base = model.base_model
+    size = base.config.hidden_size // base.config.num_attention_heads
+    for layer, hs in heads.items():
+        att = base.encoder.layer[layer].attention
+        keep = torch.tensor([i for i in range(base.config.hidden_size) if i // size not in hs])
+        for name in ("query", "key", "value"):
+            old = getattr(att.self, name)
+            new = nn.Linear(old.in_features, len(keep))
+            new.weight.data, new.bias.data = old.weight.data[keep].clone(), old.bias.data[keep].clone()
+            setattr(att.self, name, new)
+        old = att.output.dense
+        new = nn.Linear(len(keep), old.out_features)
+        new.weight.data, new.bias.data = old.weight.data[:, keep].clone(), old.bias.data.clone()
+        att.output.dense = new
+    model.config.pruned_heads = heads
+
+
+@pytest.mark.parametrize("task_model", [False, True])
+def test_head_pruned_checkpoint_loads(tiny_tok, tmp_path, task_model):
+    from tickets.masks import PrunableSet
+    from tickets.models.hf import load_hf_model
+
+    cls = transformers.BertForSequenceClassification if task_model else transformers.BertModel
+    cfg = transformers.BertConfig(vocab_size=len(tiny_tok), hidden_size=16, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=32, max_position_embeddings=64)
+    torch.manual_seed(0)
+    full = cls(cfg).eval()
+    pruned = cls(cfg).eval()
+    pruned.load_state_dict(full.state_dict())
+    _prune_heads_like_transformers4(pruned, {0: [0, 1]})
+    pruned.save_pretrained(tmp_path / "pruned")
+    tiny_tok.save_pretrained(tmp_path / "pruned")
+
+    spec = load_hf_model(f"hf:{tmp_path / 'pruned'}")
+    bert = spec.module.bert
+    assert tuple(bert.encoder.layer[0].attention.self.query.weight.shape) == (8, 16)
+    assert tuple(bert.encoder.layer[0].attention.output.dense.weight.shape) == (16, 8)
+    assert tuple(bert.encoder.layer[1].attention.self.query.weight.shape) == (16, 16)
+    assert spec.info["pruned_heads"] == {"0": [0, 1]} and "2 attention heads removed" in spec.info["pruned_heads_note"]
+    for k, v in pruned.base_model.state_dict().items():
+        assert torch.equal(bert.state_dict()[k], v), k
+    # independent reference: the unpruned model with heads 0, 1 of layer 0 silenced (value rows and biases zero)
+    base_full = full.base_model
+    with torch.no_grad():
+        base_full.encoder.layer[0].attention.self.value.weight[:8].zero_()
+        base_full.encoder.layer[0].attention.self.value.bias[:8].zero_()
+    x = inputs(tiny_tok)
+    spec.module.eval()
+    torch.testing.assert_close(bert(**x).last_hidden_state, base_full(**x).last_hidden_state, rtol=1e-5, atol=1e-5)
+    spec.adapt_to(fake_task(n=2), "fresh", 0)
+    assert spec.module(**x).logits.shape == (4, 2)
+    names = PrunableSet("bert").resolve(spec.module)
+    assert "bert.encoder.layer.0.attention.self.query.weight" in names
+    rand = load_hf_model(f"hf:{tmp_path / 'pruned'}", pretrained=False)  # the same architecture, random weights
+    assert tuple(rand.module.bert.encoder.layer[0].attention.self.value.weight.shape) == (8, 16)
+
+
+def test_head_pruned_checkpoint_that_does_not_match_its_config(tiny_tok, tmp_path):
+    import json
+
+    from tickets.models.hf import load_hf_model
+
+    path = tiny_checkpoint(tiny_tok, tmp_path / "lies", heads=4)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["pruned_heads"] = {"0": [0, 1]}  # the weights are not pruned: full widths but the config says 2 heads gone
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(TicketsError, match="does not match the weights|do not fit"):
+        load_hf_model(f"hf:{path}")
+    cfg["pruned_heads"] = {"7": [0]}
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(TicketsError, match="pruned_heads names layer 7"):
+        load_hf_model(f"hf:{path}")
+
+
 # --- GLUE parsing and metrics ----------------------------------------------------------------------------------
 def write(path: Path, text: str, bom=False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,7 +545,8 @@ def test_metrics_match_sklearn_and_scipy():
     assert out["mcc"] == pytest.approx(matthews_corrcoef(y.numpy(), pred))
     out = feed(GlueMetric("accuracy"), logits, y)
     assert out == {"accuracy": pytest.approx(accuracy_score(y.numpy(), pred)),
-                   "loss": pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)), rel=1e-5)}
+                   "loss": pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)), rel=1e-5),
+                   "predicted": [int((pred == 0).sum()), int((pred == 1).sum())]}
     assert all(math.isnan(v) for v in GlueMetric("mcc").compute().values())  # empty split: NaN, not a KeyError
     scores = torch.rand(64, generator=g) * 5
     preds = (scores + torch.randn(64, generator=g)).unsqueeze(1)
@@ -521,3 +815,35 @@ def test_minilm_mlm_on_wikitext(shared_data, minilm):
     res = metric.compute()
     assert 0.0 <= res["accuracy"] <= 1.0 and math.isfinite(res["perplexity"]) and res["perplexity"] > 1
     print(f"minilm-l6 fresh tied MLM head on 6 WikiText-2 test blocks: {res}")
+
+
+def test_minilm_declares_its_untrained_pooler_and_pools_as_sentence_transformers(minilm):
+    from tickets.masks import PrunableSet
+    from tickets.models.hf import pool
+
+    assert minilm.info["pooler"] == "untrained (sentence-transformers, mean pooling)"
+    assert minilm.info["pooling"] == "mean" and minilm.info["dtype"] == minilm.info["checkpoint_dtype"] == "float32"
+    w = minilm.module.bert.pooler.dense.weight.detach()
+    enc = minilm.module.bert.encoder.layer[0].attention.self.query.weight.detach()
+    assert float(w.std()) < float(enc.std()) / 5  # the tiny untrained pooler (std ~0.009 vs ~0.04+)
+    names = PrunableSet("bert").resolve(minilm.module)
+    assert len(names) == 36 and not any("pooler" in n for n in names)
+    import dataclasses
+
+    from tickets.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert minilm.info["recipe"] and set(minilm.info["recipe"]) <= fields  # overrides TrainConfig defaults only
+    assert minilm.info["recipe"]["lr"] > 2e-5 and "pooler-investigation.md" in minilm.info["recipe_reason"]
+    st = pytest.importorskip("sentence_transformers")
+    ref_model = st.SentenceTransformer(minilm.info["source"], device="cpu")
+    texts = ["a good film", "the movie was not very good , he said", "awful"]
+    feats = ref_model.tokenize(texts)
+    x = {k: feats[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in feats}
+    was = minilm.module.training
+    minilm.module.eval()
+    with torch.no_grad():
+        ref = ref_model(dict(feats))["sentence_embedding"]
+        ours = pool(minilm.module.base(**x)[0], x["attention_mask"], minilm.info["pooling"])
+    minilm.module.train(was)
+    torch.testing.assert_close(torch.nn.functional.normalize(ours, dim=-1), ref, rtol=1e-4, atol=1e-5)

@@ -173,6 +173,13 @@ def _bert_names(model: nn.Module) -> list[str]:
     The block stack is the nn.ModuleList (outside any task head) whose children each contain nn.Linear layers and
     that holds the most Linear weights in all: ``encoder.layer`` in BERT/RoBERTa, ``transformer.layer`` in
     DistilBERT, whatever the depth or width.
+
+    The pooler is included only when it was loaded pre-trained, as in the BERT-tickets paper (Chen et al. 2020,
+    bert-base-uncased). A model whose ``pooler_pretrained`` attribute is False (``tickets.models.hf``: a
+    sentence-transformers checkpoint, whose pooler was never trained, or one whose pooler weights are missing)
+    keeps its pooler out: its tiny untrained weights would otherwise be the first pruned by global magnitude
+    (MiniLM-L6: 99.99% of them at 50% sparsity), starving the classifier of gradient. ``preset_notes`` says so;
+    ``include=.*pooler.*`` puts it back.
     """
     best_path, best_names = None, []
     for path, module in model.named_modules():
@@ -189,12 +196,37 @@ def _bert_names(model: nn.Module) -> list[str]:
             f"preset 'bert' found no transformer-block stack (an nn.ModuleList of layers with nn.Linear) in "
             f"{type(model).__name__}: use preset 'all' with include=/exclude= regexes instead"
         )
-    pooler = [
+    if not _pooler_in_preset(model):
+        return best_names
+    return best_names + [n for n in _pooler_names(model) if n not in best_names]
+
+
+def _pooler_names(model: nn.Module) -> list[str]:
+    return [
         _weight_name(path)
         for path, m in model.named_modules()
         if isinstance(m, nn.Linear) and "pooler" in path.split(".") and not _is_head_path(path)
     ]
-    return best_names + [n for n in pooler if n not in best_names]
+
+
+def _pooler_in_preset(model: nn.Module) -> bool:
+    """False when the model says its pooler was not loaded pre-trained (``pooler_pretrained is False``)."""
+    return getattr(model, "pooler_pretrained", None) is not False
+
+
+def preset_notes(preset: str | None, model: nn.Module) -> list[str]:
+    """One line per choice a preset made from what the model says about itself (to log when resolving): today,
+    the ``bert`` preset leaving out a pooler that was not loaded pre-trained. [] when there is nothing to say."""
+    if preset != "bert" or _pooler_in_preset(model):
+        return []
+    left = _pooler_names(model)
+    if not left:
+        return []
+    status = getattr(model, "pooler_status", None) or "not pre-trained"
+    return [
+        f"prunable preset 'bert' leaves out {', '.join(left)}: the checkpoint's pooler is {status}, so its magnitudes "
+        "say nothing about importance; add include=.*pooler.* to the prunable set to prune it anyway"
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ Metrics (``primary`` first; the BERT paper's GLUE conventions):
 | stsb | spearman, pearson | spearman |
 
 Every metric dict also has ``loss`` (mean cross entropy; mean squared error for STS-B); all values are NaN when
-the split is empty.
+the split is empty. Classification metric dicts also have ``predicted``: how many examples were predicted as each
+class, in class-id order (``tickets.diagnostics.degenerate_predictions`` reads it; absent when the split is empty).
 """
 
 from __future__ import annotations
@@ -239,6 +240,7 @@ class GlueMetric:
         self.preds: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         self.loss_sum = 0.0
+        self.num_classes = 0  # classification: the width of the logits seen
 
     def update(self, outputs: torch.Tensor, batch: Batch) -> None:
         out = outputs.detach().float()
@@ -249,15 +251,19 @@ class GlueMetric:
         else:
             pred = out.argmax(dim=-1)
             self.loss_sum += float(F.cross_entropy(out, labels, reduction="sum"))
+            self.num_classes = max(self.num_classes, int(out.shape[-1]))
         self.preds.append(pred.cpu().numpy())
         self.labels.append(labels.cpu().numpy())
 
-    def compute(self) -> dict[str, float]:
+    def compute(self) -> dict[str, Any]:
         p = np.concatenate(self.preds) if self.preds else np.zeros(0)
         y = np.concatenate(self.labels) if self.labels else np.zeros(0)
         if len(y) == 0:
             return {k: float("nan") for k in (*METRICS[self.kind], "loss")}
-        return {**glue_metrics(self.kind, p, y), "loss": self.loss_sum / len(y)}
+        out: dict[str, Any] = {**glue_metrics(self.kind, p, y), "loss": self.loss_sum / len(y)}
+        if self.kind != "corr":
+            out["predicted"] = np.bincount(p.astype(np.int64), minlength=self.num_classes).tolist()
+        return out
 
 
 def glue_metrics(kind: str, preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:

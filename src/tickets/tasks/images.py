@@ -186,24 +186,36 @@ def match_model(x: torch.Tensor, size: int | None, channels: int | None) -> torc
 
 
 class Accuracy:
-    """Top-1 accuracy and mean cross-entropy over the batches seen."""
+    """Top-1 accuracy and mean cross-entropy over the batches seen, and ``predicted``: how many examples were
+    predicted as each class, in class-id order (``tickets.diagnostics.degenerate_predictions`` reads it; absent
+    when nothing was seen)."""
 
     def __init__(self) -> None:
         self.correct = 0
         self.total = 0
         self.loss_sum = 0.0
+        self.counts: torch.Tensor | None = None  # int64 [classes], on the CPU
 
     def update(self, outputs: torch.Tensor, batch: Batch) -> None:
         y = batch["y"].to(outputs.device)
         with torch.no_grad():
             self.loss_sum += float(F.cross_entropy(outputs.float(), y, reduction="sum"))
-            self.correct += int((outputs.argmax(dim=-1) == y).sum())
+            pred = outputs.argmax(dim=-1)
+            self.correct += int((pred == y).sum())
+            counts = torch.bincount(pred.reshape(-1), minlength=outputs.shape[-1]).cpu()
+        self.counts = counts if self.counts is None else _add_counts(self.counts, counts)
         self.total += int(y.numel())
 
-    def compute(self) -> dict[str, float]:
+    def compute(self) -> dict[str, Any]:
         if self.total == 0:
             return {"accuracy": float("nan"), "loss": float("nan")}
-        return {"accuracy": self.correct / self.total, "loss": self.loss_sum / self.total}
+        return {"accuracy": self.correct / self.total, "loss": self.loss_sum / self.total,
+                "predicted": self.counts.tolist() if self.counts is not None else []}
+
+
+def _add_counts(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    n = max(len(a), len(b))
+    return F.pad(a, (0, n - len(a))) + F.pad(b, (0, n - len(b)))
 
 
 def cross_entropy(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -1,0 +1,129 @@
+"""Diagnostics: near-empty tensors, mixed magnitude scales, degenerate predictions; prediction counts in metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tickets.diagnostics import degenerate_predictions, sparsity_warnings, tensor_scale
+from tickets.masks import Mask
+from tickets.pruning import magnitude_prune
+
+
+def _minilm_like(seed=0):
+    """Four encoder-like tensors (std 0.095) and a pooler-like one (std 0.009), the scales MiniLM-L6 ships."""
+    g = torch.Generator().manual_seed(seed)
+    scores = {f"encoder.{i}.weight": torch.randn(96, 96, generator=g) * 0.095 for i in range(4)}
+    scores["pooler.dense.weight"] = torch.randn(96, 96, generator=g) * 0.009
+    return scores
+
+
+def test_global_magnitude_pruning_empties_the_small_tensor_and_is_flagged():
+    scores = _minilm_like()
+    mask = magnitude_prune(scores, Mask({n: torch.ones_like(t, dtype=torch.bool) for n, t in scores.items()}), 0.5)
+    per = mask.per_tensor_sparsity()
+    assert per["pooler.dense.weight"] >= 0.99 and max(v for n, v in per.items() if "encoder" in n) < 0.5
+    lines = sparsity_warnings(mask, scores)
+    assert len(lines) == 2
+    kept = int(mask["pooler.dense.weight"].sum())
+    assert lines[0].startswith("tensor pooler.dense.weight is pruned to ")
+    assert f"({kept:,} of 9,216 weights kept)" in lines[0]
+    assert r"exclude=pooler\.dense\.weight" in lines[0] and "--scope layerwise" in lines[0]
+    assert "normalised score" in lines[0]
+    assert "mixes magnitude scales" in lines[1] and r"exclude=pooler\.dense\.weight)" in lines[1]
+    assert not any(f"encoder.{i}.weight" in lines[1] for i in range(4))  # only the outlier is named
+    # layer-wise pruning to the same sparsity leaves no tensor empty; the scale line stays (it is about the set)
+    layerwise = magnitude_prune(scores, Mask({n: torch.ones_like(t, dtype=torch.bool) for n, t in scores.items()}),
+                                0.5, scope="layerwise")
+    assert sparsity_warnings(layerwise) == []
+    assert len(sparsity_warnings(layerwise, scores)) == 1
+
+
+def test_sparsity_threshold_is_inclusive_and_counts_are_exact():
+    t = torch.ones(1000, dtype=torch.bool)
+    at = t.clone()
+    at[:990] = False  # exactly 99.0%
+    below = t.clone()
+    below[:989] = False  # 98.9%
+    allgone = torch.zeros(7, 3, dtype=torch.bool)
+    lines = sparsity_warnings({"a": at, "b": below, "c": allgone, "empty": torch.ones(0, dtype=torch.bool)})
+    assert len(lines) == 2
+    assert "tensor a is pruned to 99.00% (10 of 1,000 weights kept)" in lines[0]
+    assert "tensor c is pruned to 100.00% (0 of 21 weights kept)" in lines[1]
+    big = torch.ones(100_000, dtype=torch.bool)
+    big[:-1] = False
+    (line,) = sparsity_warnings({"big": big})
+    assert "> 99.99%" in line and "(1 of 100,000 weights kept)" in line  # never rounded up to 100%
+    assert sparsity_warnings({"a": at}, threshold=0.995) == []
+    with pytest.raises(ValueError):
+        sparsity_warnings({"a": at}, threshold=0.0)
+    with pytest.raises(ValueError):
+        sparsity_warnings({"a": at}, scale_ratio=1.0)
+
+
+def test_scale_warning_ratio_and_outliers():
+    ones = {n: torch.ones(4, 4, dtype=torch.bool) for n in ("a", "b", "c")}
+    same = {"a": torch.full((4, 4), 0.1), "b": torch.full((4, 4), -0.1), "c": torch.full((4, 4), 0.1)}
+    assert sparsity_warnings(ones, same) == []
+    close = {**same, "c": torch.full((4, 4), 0.29)}  # 2.9x: below the 3x default
+    assert sparsity_warnings(ones, close) == []
+    far = {**same, "c": torch.full((4, 4), 0.31)}  # 3.1x: flagged, c named
+    (line,) = sparsity_warnings(ones, far)
+    assert "3.1× apart" in line and "c (0.31" in line and "a (" not in line and "b (" not in line
+    # two groups, none far from the (geometric) median: the extremes are named
+    two = {"a": torch.full((4, 4), 0.1), "b": torch.full((4, 4), 0.2), "c": torch.full((4, 4), 0.35)}
+    (line,) = sparsity_warnings(ones, two, scale_ratio=3.0)
+    assert "a (0.1" in line and "c (0.35" in line
+    # pruned positions (exact zeros) do not shrink a tensor's scale; names outside the mask are ignored
+    pruned = {"a": torch.tensor([0.0, 0.0, 0.1, -0.1]), "b": torch.full((4,), 0.1), "x": torch.full((4,), 9.0)}
+    assert tensor_scale(pruned["a"]) == pytest.approx(0.1)
+    assert sparsity_warnings({"a": torch.ones(4, dtype=torch.bool), "b": torch.ones(4, dtype=torch.bool)},
+                             pruned) == []
+
+
+def test_degenerate_predictions():
+    line = degenerate_predictions([0, 872], names=["negative", "positive"])
+    assert line.startswith("degenerate predictions: all 872 evaluated examples predicted as class 1 (positive)")
+    assert "100.00%" in line
+    assert degenerate_predictions([428, 444]) is None  # SST-2 dev's own class balance: not degenerate
+    almost = degenerate_predictions([10, 862])
+    assert almost is not None and "862 of 872" in almost and "98.85%" in almost
+    assert degenerate_predictions([50, 950]) is not None and degenerate_predictions([51, 949]) is None  # 95%
+    assert degenerate_predictions([51, 949], share=0.9) is not None
+    assert degenerate_predictions({"cat": 3, "dog": 97}).startswith("degenerate predictions: 97 of 100")
+    assert degenerate_predictions(None) is None and degenerate_predictions([]) is None
+    assert degenerate_predictions([0, 0]) is None and degenerate_predictions([5]) is None
+    with pytest.raises(ValueError):
+        degenerate_predictions([1, -1])
+    with pytest.raises(ValueError):
+        degenerate_predictions([1, 2], share=0.5)
+
+
+def test_metrics_record_prediction_counts():
+    from tickets.tasks.glue import GlueMetric
+    from tickets.tasks.images import Accuracy
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 3, generator=g)
+    logits[:, 2] -= 10  # class 2 never predicted: still counted (as 0)
+    y = torch.randint(0, 3, (50,), generator=g)
+    ref = np.bincount(logits.argmax(1).numpy(), minlength=3).tolist()
+    acc = Accuracy()
+    for s in range(0, 50, 16):
+        acc.update(logits[s:s + 16], {"y": y[s:s + 16]})
+    out = acc.compute()
+    assert out["predicted"] == ref and ref[2] == 0 and sum(ref) == 50
+    assert out["accuracy"] == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+    glue = GlueMetric("mcc")
+    for s in range(0, 50, 16):
+        glue.update(logits[s:s + 16], {"labels": y[s:s + 16]})
+    assert glue.compute()["predicted"] == ref
+    assert degenerate_predictions(out["predicted"]) is None
+    const = Accuracy()
+    const.update(torch.tensor([[0.0, 1.0]]).repeat(20, 1), {"y": torch.arange(20) % 2})
+    assert const.compute()["predicted"] == [0, 20] and degenerate_predictions(const.compute()["predicted"])
+    assert "predicted" not in Accuracy().compute() and "predicted" not in GlueMetric("f1").compute()
+    reg = GlueMetric("corr")
+    reg.update(torch.randn(4, 1, generator=g), {"labels": torch.rand(4, generator=g)})
+    assert "predicted" not in reg.compute()  # regression: no classes
