@@ -201,3 +201,39 @@ def test_rewind_to_step_k_resumes_the_schedule_at_step_k(tmp_path):
     assert meta["rewind"]["step"] == 3 and "fresh optimizer" in meta["rewind"]["optimizer_state"]
     m = json.loads((res.path / "level-01" / "metrics.json").read_text())
     assert m["start_step"] == 3 and m["steps"] == total
+
+
+def test_imp_keeps_tensors_the_task_never_uses(tmp_path, caplog):
+    """A prunable tensor that gets no gradient (a pooler under an MLM head; here a conv outside the forward path)
+    is not pruned by its raw magnitude: IMP keeps its mask and says so."""
+    import logging
+
+    from torch import nn
+
+    from tickets.models import from_module
+    from tickets.tasks import Task
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = nn.Conv2d(1, 8, 3, padding=1)
+            self.idle = nn.Conv2d(1, 8, 3, padding=1)  # never called: no gradient
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).relu().mean((2, 3)))
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(120, 1, 8, 8, generator=gen), torch.randint(0, 3, (120,), generator=gen)
+    task = Task.from_tensors("toy", x[:90], y[:90], x[90:], y[90:])
+    cfg = FindConfig(model="net", task="toy", prunable="all", schedule=ScheduleConfig(kind="explicit",
+                     sparsities=[0.3, 0.5]), train=TrainConfig(epochs=1, batch_size=32, optimizer="sgd", lr=0.05))
+    with caplog.at_level(logging.WARNING, logger="tickets"):
+        res = find_tickets(cfg, out=tmp_path, device="cpu", progress=False,
+                           model=from_module(Net(), head="fc"), task=task)
+    for level in (1, 2):
+        mask = res.ticket(level).mask
+        assert bool(mask["idle.weight"].all())  # kept whole although its |θ0| is as small as any
+        assert mask.sparsity == round(res.levels[level]["target_sparsity"] * mask.num_total) / mask.num_total
+    assert any("got no gradient" in r.getMessage() and "idle.weight" in r.getMessage() for r in caplog.records)

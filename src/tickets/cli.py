@@ -394,6 +394,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
         model = load_model(args.model, pretrained=False).module
     print(describe(ticket, model), end="")
+    from tickets.diagnostics import sparsity_warnings
+
+    for warning in sparsity_warnings(ticket.mask):
+        print(f"warning: {warning}")
     return 0
 
 

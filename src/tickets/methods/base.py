@@ -34,6 +34,7 @@ class DrawContext:
     run: RunDir
     rewind: Any  # tickets.config.RewindPoint
     prerequisite: RunLayout | None = None  # the run ``Method.prerequisite`` named (reinit: the IMP run)
+    unused: frozenset[str] = frozenset()  # prunable tensors the last fine-tune gave no gradient (kept as they are)
 
     @property
     def names(self) -> list[str]:

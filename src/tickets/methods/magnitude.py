@@ -29,7 +29,13 @@ class IMP(Method):
 
     def next_mask(self, ctx: DrawContext, level: int, mask: Mask, model: torch.nn.Module,
                   next_sparsity: float) -> Mask:
-        return ctx.prune(ctx.scores(model.state_dict()), mask.to("cpu"), next_sparsity)
+        """Prune the smallest trained weights. A tensor that received no gradient in this level (``ctx.unused``:
+        the task never uses it) has learned nothing, so its magnitudes are θ0's: it is kept as it is (its scores
+        set to +inf) rather than pruned by raw magnitude, and the other tensors reach the level's sparsity."""
+        scores = ctx.scores(model.state_dict())
+        for name in ctx.unused:
+            scores[name] = torch.full_like(scores[name], float("inf"))
+        return ctx.prune(scores, mask.to("cpu"), next_sparsity)
 
 
 class OMP(Method):

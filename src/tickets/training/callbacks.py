@@ -159,6 +159,37 @@ class RewindCapture(Callback):
         self.done = bool(state.get("done", False))
 
 
+class GradientUse(Callback):
+    """Which of ``names`` ever received a non-zero gradient: a tensor the task never uses (a pooler under a
+    masked-LM head) learns nothing, so ranking it by its trained weights is ranking it by θ0 (OMP, not IMP)."""
+
+    key = "gradient_use"
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        self.used: set[str] = set()
+
+    def before_optimizer_step(self, state: LoopState) -> None:
+        if len(self.used) == len(self.names):
+            return
+        params = dict(state.model.named_parameters())
+        for name in self.names:
+            if name not in self.used:
+                grad = params[name].grad
+                if grad is not None and bool(grad.any()):
+                    self.used.add(name)
+
+    @property
+    def unused(self) -> list[str]:
+        return [n for n in self.names if n not in self.used]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"used": sorted(self.used)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.used = set(state.get("used", ()))
+
+
 class LogCallback(Callback):
     """Each epoch's record to the run's JSONL log (``log(event, **fields)``) and one INFO line to the library
     logger (``logging.getLogger("tickets")``)."""

@@ -35,7 +35,7 @@ from tickets.runs import RunBusy, RunDir, RunLayout, run_lock
 from tickets.runtime import resolve_device
 from tickets.tasks.base import Task
 from tickets.ticket import Ticket, load_ticket, save_ticket
-from tickets.training.callbacks import Callback, RewindCapture
+from tickets.training.callbacks import Callback, GradientUse, RewindCapture
 from tickets.verbs.level import run_level
 from tickets.verbs.prepare import Prepared, prepare, random_init_state, task_options
 
@@ -67,7 +67,7 @@ def sparsity_levels(cfg: FindConfig) -> list[float]:
 
 
 def resolved_config(cfg: FindConfig, *, model_id: str, task: str, prunable: PrunableSet, family: str,
-                    recipe: dict | None = None) -> dict:
+                    recipe: dict | None = None, variant: dict | None = None) -> dict:
     """The config as hashed and written to config.yaml: defaults filled in, model identified by ``model_id``.
 
     Needs no loaded model or data (``tickets run --dry-run`` calls it with registry facts)."""
@@ -77,6 +77,8 @@ def resolved_config(cfg: FindConfig, *, model_id: str, task: str, prunable: Prun
              train=hash_view(resolve_train(cfg.train, family, recipe)), levels=sparsity_levels(cfg))
     if cfg.weights is not None:
         d["weights"] = weights_identity(cfg.weights)
+    if variant:  # a text model reading the sequence by mean pooling, weights in bf16, …: another computation
+        d["model_variant"] = dict(variant)
     if cfg.robust_eval is not None:
         d["robust_eval"] = hash_view(resolve_attack(cfg.robust_eval, "robust_eval"))
     return d
@@ -95,13 +97,13 @@ def planned_config(cfg: FindConfig, *, preset: str | None = None) -> dict:
     """``resolved_config`` from registry facts (the model's preset, family and recipe, the task's canonical
     name) without loading the model or any data: what ``find_tickets(cfg)`` will hash, for registered names.
     ``preset`` overrides the registry's default prunable preset (for models registered without one)."""
-    from tickets.models import MODELS, model_family
+    from tickets.models import MODELS, model_family, model_recipe, planned_model_variant
     from tickets.tasks import canonical_task
 
     preset = preset or MODELS.meta(cfg.model).get("preset") or "all"
     return resolved_config(cfg, model_id=cfg.model, task=canonical_task(cfg.task),
                            prunable=PrunableSet.parse(cfg.prunable or preset), family=model_family(cfg.model),
-                           recipe=MODELS.meta(cfg.model).get("recipe"))
+                           recipe=model_recipe(cfg.model), variant=planned_model_variant(cfg.model))
 
 
 def run_path(cfg: FindConfig, out: str | Path = "runs") -> Path:
@@ -144,9 +146,11 @@ def find_tickets(
     pattern.setup(prepared.model, prepared.names, prepared.spec)
     train = resolve_train(cfg.train, prepared.family, prepared.recipe)
     config = resolved_config(cfg, model_id=prepared.model_id, task=prepared.task.name, prunable=prepared.prunable,
-                             family=prepared.family, recipe=prepared.recipe)
+                             family=prepared.family, recipe=prepared.recipe, variant=prepared.variant)
     run = RunDir(out, "find", config)
     run.check_inputs(prepared.inputs())
+    for note in prepared.notes():
+        logger.info(note)
     if run.layout.summary.exists() and all(run.is_done(i) and _verified(run.layout, i)
                                            for i in range(len(config["levels"]))):
         return FindResult(run.path, [_record(run.layout, i) for i in range(len(config["levels"]))])  # no writes
@@ -181,6 +185,11 @@ def _draw_levels(ctx: DrawContext, method: Method, levels: list[float], train, d
     if ctx.rewind.kind == "step" and ctx.rewind.step >= steps:
         raise TicketsError(f"rewind point step:{ctx.rewind.step} is beyond the {steps} optimizer steps of a "
                            "fine-tune: choose a smaller K or train longer")
+    from tickets.diagnostics import sparsity_warnings
+
+    for warning in sparsity_warnings(ctx.ones(), ctx.theta0_scores()):  # θ0's scales: once per run
+        logger.warning(warning)
+        run.log("warning", message=warning)
     level = 0
     while level < len(levels):
         sparsity = levels[level]
@@ -206,17 +215,30 @@ def _draw_levels(ctx: DrawContext, method: Method, levels: list[float], train, d
             run.unmark_done(0)
             level = 0
             continue
+        warnings = sparsity_warnings(mask) if sparsity > 0 else []
+        for warning in warnings:
+            logger.warning("level %d: %s", level, warning)
         own = list(callbacks)
         if level == 0 and ctx.rewind.kind == "step" and method.dense_start:
             own.append(RewindCapture(ctx.rewind.step, lambda state: _save_rewind(run, state)))
+        use = GradientUse(prepared.names)
+        own.append(use)
         run_level(run, level, prepared, mask=mask, pattern=ctx.pattern, start=level_start, train=train,
                   seed=cfg.seed, device=device, limit=cfg.data.limit, progress=progress, callbacks=own,
                   start_step=start_step, log_to=log_to,
                   extra={"sparsity": mask.sparsity, "target_sparsity": sparsity, "method": cfg.method,
-                         "pattern": ctx.pattern.at(sparsity).spec()},
+                         "pattern": ctx.pattern.at(sparsity).spec(),
+                         **({"warnings": warnings} if warnings else {})},
                   evaluate_extra=robust_extra(cfg.robust_eval, device, cfg.data.limit, train.eval_batch_size,
                                               cfg.seed))
         if level + 1 < len(levels):
+            ctx.unused = frozenset(use.unused)
+            if use.unused and method.dense_start:
+                message = (f"{len(use.unused)} prunable tensor(s) got no gradient on {prepared.task.name} (the task "
+                           f"does not use them, e.g. {use.unused[0]}): IMP keeps their masks as they are instead of "
+                           "pruning them by θ0 magnitude")
+                logger.warning(message)
+                run.log("unused_tensors", level=level, tensors=use.unused)
             nxt = method.next_mask(ctx, level, mask, prepared.model, levels[level + 1])
             if nxt is not None:
                 save_ticket(layout.ticket(level + 1), Ticket(nxt, _meta(ctx, level + 1, levels[level + 1],

@@ -75,6 +75,14 @@ def run_level(
                        desc=desc, family=prepared.family, recipe=prepared.recipe)
     test = evaluate(model, prepared.task, "test", device=device, batch_size=train.eval_batch_size, limit=limit,
                     mask=enforced)
+    from tickets.diagnostics import degenerate_predictions
+
+    verdict = degenerate_predictions(test.get("predicted"), names=prepared.task.info.get("label_names")
+                                     or prepared.task.info.get("classes"))
+    if verdict:
+        test = {**test, "degenerate": verdict}
+        logger.warning("  %s: %s", desc, verdict)
+        run.log("degenerate", level=level, message=verdict)
     if not test.get("examples"):
         raise TicketsError(f"the test split of {prepared.task.name!r} is empty, so there is nothing to score: check "
                            "its data files (GLUE: dev.tsv) and --limit")

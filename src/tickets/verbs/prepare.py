@@ -41,6 +41,25 @@ class Prepared:
     def model(self) -> torch.nn.Module:
         return self.spec.module
 
+    @property
+    def variant(self) -> dict:
+        """How the loaded model computes differently from its plain architecture, as run hashes record it:
+        ``pooling`` when a text model's heads read the sequence by a pooling other than its pooler (sentence-
+        transformers checkpoints: mean), ``dtype`` when it holds weights in a precision other than float32."""
+        return model_variant(self.spec.info)
+
+    def notes(self) -> list[str]:
+        """What a user should know about how the model was loaded and will be trained, one line each: the pooler
+        and pooling, the dtype, pruned heads, the prunable preset's choices, the training recipe and why."""
+        info = self.spec.info
+        out = [f"{self.model_id}: {info[k]}" for k in ("pooler_note", "dtype_note", "pruned_heads_note") if info.get(k)]
+        if self.recipe:
+            reason = info.get("recipe_reason", "")
+            recipe = ", ".join(f"{k} {v}" for k, v in self.recipe.items())
+            out.append(f"{self.model_id} declares its training recipe ({recipe}) for options you did not set"
+                       + (f": {reason}" if reason else ""))
+        return out
+
     def inputs(self) -> dict:
         """What this run reads besides its config, by content: every data file the task loaded and the model's
         weights, each with its sha256 (``runs.RunDir.check_inputs`` records it and refuses a reused run directory
@@ -70,6 +89,16 @@ class Prepared:
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         """Put ``state`` into the model in place (devices kept)."""
         self.spec.module.load_state_dict(state)
+
+
+def model_variant(info: dict) -> dict:
+    """The behaviour-changing load choices recorded in a ModelSpec's ``info`` (see ``Prepared.variant``)."""
+    out = {}
+    if info.get("pooling") not in (None, "pooler"):
+        out["pooling"] = info["pooling"]
+    if info.get("dtype") not in (None, "float32"):
+        out["dtype"] = info["dtype"]
+    return out
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:

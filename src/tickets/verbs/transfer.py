@@ -64,7 +64,7 @@ def start_state(cfg: TransferConfig, prepared: Prepared, ticket: Ticket | None) 
 
 
 def resolved_config(cfg: TransferConfig, model_id: str, task_name: str, family: str,
-                    ticket: Ticket | None, recipe: dict | None = None) -> dict:
+                    ticket: Ticket | None, recipe: dict | None = None, variant: dict | None = None) -> dict:
     """The config as hashed and written to config.yaml: defaults filled, the ticket named by its mask checksum.
 
     Needs no loaded model or data, so `tickets run --dry-run` computes run directories with it too."""
@@ -78,6 +78,8 @@ def resolved_config(cfg: TransferConfig, model_id: str, task_name: str, family: 
         from tickets.verbs.find import weights_identity
 
         config["weights"] = weights_identity(cfg.weights)
+    if variant:
+        config["model_variant"] = dict(variant)
     return config
 
 
@@ -138,9 +140,12 @@ def transfer(
             pattern.verify(mask)
     start, weights_label = start_state(cfg, prepared, ticket)
 
-    config = resolved_config(cfg, prepared.model_id, prepared.task.name, prepared.family, ticket, prepared.recipe)
+    config = resolved_config(cfg, prepared.model_id, prepared.task.name, prepared.family, ticket, prepared.recipe,
+                             prepared.variant)
     run = RunDir(out, "transfer", config)
     run.check_inputs(prepared.inputs())
+    for note in prepared.notes():
+        logger.info(note)
     if run.is_done(0):
         try:
             return TransferResult(run.path, read_json(run.layout.metrics(0)))

@@ -39,7 +39,8 @@ def _read_run(run: Path, fraction: float | None, job: dict | None = None) -> tup
         base = {"model": config["model"], "seed": config["seed"], "metric": metric, "score": m["test"][metric],
                 "sparsity": float(m.get("sparsity", 0.0)), "run": run.name,
                 "train_size": config["data"].get("train_size"), "fraction": fraction,
-                "train_seconds": float(m.get("train_seconds") or 0.0)}
+                "train_seconds": float(m.get("train_seconds") or 0.0),
+                "degenerate": m["test"].get("degenerate")}
         if run.name.startswith("find-"):
             method = config["method"]
             pos = _position(method, m["level"])

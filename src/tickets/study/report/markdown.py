@@ -291,6 +291,15 @@ def write_report(directory: str | Path, *, to: str | Path | None = None) -> Path
                   "Off-diagonal: two ticket kinds with the same seed (mean over seeds); diagonal: the same kind "
                   "drawn with different seeds. Two random masks of density d overlap by d / (2 − d) in "
                   "expectation (given in each panel's title).", ""] + overlap_md + [""]
+    degenerate = [r for r in rows if r.get("degenerate")]
+    if degenerate:
+        lines += ["## Degenerate fine-tunes", "",
+                  "These runs ended predicting (almost) a single class on the test split: their scores are a "
+                  "majority-class baseline, not a measure of the ticket. They are included in the figures above; "
+                  "read them as failures to train.", "",
+                  markdown_table(["run", "kind", "target", "ticket", "sparsity", "seed", "verdict"],
+                                 [[r["run"], r["kind"], r["target"], f"{r.get('source') or '-'} {r.get('method') or ''}",
+                                   format_pct(r["sparsity"]), r["seed"], r["degenerate"]] for r in degenerate]), ""]
     lines += ["## Files", "",
               "Data behind every figure and table (CSV and JSON): " + ", ".join(f"`{f}`" for f in data_files) + ".",
               f"Run directories: {len(ctx['configs'])} "
