@@ -145,10 +145,14 @@ class Expander:
 
     def transfer_config(self, settings: dict, model: str, task: str, seed: int, fraction: float,
                         init: str = "ticket") -> TransferConfig:
+        from tickets.config import RobustEvalConfig
+
+        robust = settings.get("robust_eval")
         return TransferConfig(
             model=model, task=task, seed=seed, init=init, head=settings.get("head", "fresh"),
             train=from_dict(TrainConfig, settings.get("train") or {}, "train"),
-            data=self._data(settings, model, task, fraction, seed),
+            data=self._data(settings, model, task, fraction, seed), weights=settings.get("weights"),
+            robust_eval=None if robust is None else from_dict(RobustEvalConfig, robust, "robust_eval"),
         )
 
     # -- expansion ---------------------------------------------------------------------------------------------

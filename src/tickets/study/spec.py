@@ -36,6 +36,8 @@ TOP_KEYS = {
     "rewind": "theta0 | step:K | init",
     "head": "fresh | pretrained",
     "pattern": "sparsity pattern of every find (see `tickets patterns`)",
+    "weights": "θ0 checkpoint for every job (default: each model's own weights)",
+    "robust_eval": "robust accuracy after every level / transfer: {attack, eps, alpha, steps, limit}",
     "find": "list of find blocks: {tasks, methods, [seeds, schedule, train, data, prunable, scope, rewind, head, "
             "pattern]}",
     "transfer": "list of transfer blocks: {from, to, methods, [levels, fractions, seeds, ticket_seed, train, data, "
@@ -51,9 +53,10 @@ RESOURCE_KEYS = {"cpus": "CPU cores per job (> 0; also the job's torch threads, 
                  "gpus": "GPUs per job (>= 0; Ray accepts fractions, Slurm whole GPUs)"}
 SLURM_KEYS = {"partition": str, "time_min": int, "gpus_per_node": int, "cpus_per_task": int, "mem_gb": float,
               "array_parallelism": int, "account": str, "qos": str, "constraint": str}
-SETTINGS = ("schedule", "train", "data", "prunable", "scope", "rewind", "head", "pattern")
+SETTINGS = ("schedule", "train", "data", "prunable", "scope", "rewind", "head", "pattern", "weights", "robust_eval")
 FIND_KEYS = ("tasks", "methods", "seeds", *SETTINGS)
-TRANSFER_KEYS = ("from", "to", "methods", "levels", "fractions", "seeds", "ticket_seed", "train", "data", "head")
+TRANSFER_SETTINGS = ("train", "data", "head", "weights", "robust_eval")
+TRANSFER_KEYS = ("from", "to", "methods", "levels", "fractions", "seeds", "ticket_seed", *TRANSFER_SETTINGS)
 
 def _where(path: tuple) -> str:
     out = ""
@@ -257,9 +260,9 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
                     raise doc.error(p + ("levels", j), f"levels are schedule positions 1, 2, …, got {lv}")
         fractions = _fractions(doc, block["fractions"], p + ("fractions",)) if "fractions" in block \
             else default_fractions
-        own = {k: block[k] for k in ("train", "data", "head") if k in block}
+        own = {k: block[k] for k in TRANSFER_SETTINGS if k in block}
         _check_settings(doc, own, p, TransferConfig)
-        base = {k: shared[k] for k in ("train", "data", "head") if k in shared}
+        base = {k: shared[k] for k in TRANSFER_SETTINGS if k in shared}
         block_seeds = _seeds(doc, block["seeds"], p + ("seeds",)) if "seeds" in block else seeds
         ticket_seed = None
         if "ticket_seed" in block:
