@@ -31,11 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import resource
-import subprocess
-import time
 from pathlib import Path
+
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared step runner beside this file
+import _steps  # noqa: E402
+from _steps import run_path  # noqa: E402
 
 OUT = "runs/cv"
 STEPS_LOG = Path("runs/robust-tickets/steps.jsonl")
@@ -68,33 +70,8 @@ RETRIES = 3
 
 
 def run_step(name: str, argv: list[str]) -> str:
-    """Run one `tickets` command; log its wall and CPU seconds; return its stdout. Retries a failed step."""
-    for attempt in range(1, RETRIES + 1):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.time()
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(argv)}", flush=True)
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        record = {"step": name, "argv": argv, "rc": proc.returncode, "attempt": attempt,
-                  "wall_s": round(time.time() - t0, 1), "cpu_s": round(cpu, 1), "time": time.time()}
-        STEPS_LOG.parent.mkdir(parents=True, exist_ok=True)
-        with open(STEPS_LOG, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        print(proc.stdout, end="", flush=True)
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: rc {proc.returncode}, wall {record['wall_s']} s, "
-              f"cpu {record['cpu_s']} s", flush=True)
-        if proc.returncode == 0:
-            return proc.stdout
-        time.sleep(120)
-    raise SystemExit(f"step {name} failed {RETRIES} times; fix it and rerun this script (finished work is kept)")
-
-
-def run_path(stdout: str) -> str:
-    match = re.search(r"^run: (.+)$", stdout, re.M)
-    if not match:
-        raise SystemExit("could not find the run directory in the command's output")
-    return match.group(1).strip()
+    """One step of this study (see ``_steps.run_step``), logged in ``STEPS_LOG``."""
+    return _steps.run_step(STEPS_LOG, name, argv, retries=RETRIES, pause=120)
 
 
 def transfers(kind: str, find_dir: str, seed: int, targets=TARGETS) -> None:

@@ -17,6 +17,11 @@ import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
+
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared step runner beside this file
+import _steps  # noqa: E402
 from typing import Any
 
 from tickets.config import FindConfig, from_dict, merge
@@ -72,24 +77,8 @@ def find_run_path(cfg: FindConfig, out: str | Path, *, data_root: str | Path | N
 
 
 def read_steps(steps_log: str | Path) -> dict[str, dict]:
-    """Last successful record per step name of the study's steps.jsonl (written by examples/robust-tickets.py);
-    the CPU and wall seconds are those of the attempt that did the work (the largest, not a resume that skipped).
-    Failed attempts and unreadable lines are ignored; a missing file gives {}."""
-    steps: dict[str, dict] = {}
-    path = Path(steps_log)
-    if not path.exists():
-        return steps
-    for line in path.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if r.get("rc") != 0:
-            continue
-        old = steps.get(r["step"])
-        if old is None or r["cpu_s"] > old["cpu_s"]:
-            steps[r["step"]] = r
-    return steps
+    """Last successful record per step name of the study's steps.jsonl (``_steps.read_steps``)."""
+    return _steps.read_steps(steps_log)
 
 
 def _finds_from_steps(steps: dict[str, dict], out: str | Path) -> dict[str, list[Path]]:

@@ -47,12 +47,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import resource
 import statistics
-import subprocess
-import time
 from pathlib import Path
+
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared step runner beside this file
+import _steps  # noqa: E402
+from _steps import run_path  # noqa: E402
 
 SEEDS = (0, 1)
 TARGETS = ("cifar100", "fashion-mnist", "mnist")
@@ -89,47 +91,8 @@ RA = ["--robust-eval", "--attack", "pgd", "--eps", "2", "--alpha", "0.5", "--ste
 
 
 def run_step(state: Path, name: str, argv: list[str]) -> str:
-    """Run one `tickets` command; log its wall and CPU seconds and run directory; return its stdout. Retries a
-    failed step."""
-    log = state / "steps.jsonl"
-    for attempt in range(1, RETRIES + 1):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.time()
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(argv)}", flush=True)
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        run = re.search(r"^run: (.+)$", proc.stdout, re.M)
-        record = {"step": name, "argv": argv, "rc": proc.returncode, "attempt": attempt,
-                  "wall_s": round(time.time() - t0, 1), "cpu_s": round(cpu, 1), "time": time.time(),
-                  "run": run.group(1).strip() if run else None,
-                  "json": _json_tail(proc.stdout) if "--json" in argv else None}
-        state.mkdir(parents=True, exist_ok=True)
-        with open(log, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        print(proc.stdout, end="", flush=True)
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: rc {proc.returncode}, wall {record['wall_s']} s, "
-              f"cpu {record['cpu_s']} s", flush=True)
-        if proc.returncode == 0:
-            return proc.stdout
-        if proc.returncode == 2:  # bad input: retrying will not help
-            break
-        time.sleep(60)
-    raise SystemExit(f"step {name} failed; fix it and rerun this script (finished work is kept)")
-
-
-def _json_tail(stdout: str):
-    try:
-        return json.loads(stdout[stdout.index("{"):])
-    except ValueError:
-        return None
-
-
-def run_path(stdout: str) -> str:
-    match = re.search(r"^run: (.+)$", stdout, re.M)
-    if not match:
-        raise SystemExit("could not find the run directory in the command's output")
-    return match.group(1).strip()
+    """One step of this study (see ``_steps.run_step``), logged in ``<state>/steps.jsonl``."""
+    return _steps.run_step(state / "steps.jsonl", name, argv, retries=RETRIES)
 
 
 def run_study(s: dict) -> None:
@@ -181,22 +144,7 @@ def run_study(s: dict) -> None:
 # report
 # ----------------------------------------------------------------------------------------------------------------
 def read_steps(state: Path) -> dict[str, dict]:
-    """The last successful record of every step (with the largest CPU time among its successful attempts)."""
-    steps: dict[str, dict] = {}
-    path = state / "steps.jsonl"
-    if not path.exists():
-        return steps
-    for line in path.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if r.get("rc") == 0:
-            prev = steps.get(r["step"])
-            if prev is not None:
-                r = {**r, "cpu_s": max(r["cpu_s"], prev["cpu_s"]), "wall_s": max(r["wall_s"], prev["wall_s"])}
-            steps[r["step"]] = r
-    return steps
+    return _steps.read_steps(state / "steps.jsonl")
 
 
 def _metrics(run: str, level: int = 0) -> dict:

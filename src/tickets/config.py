@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from tickets.errors import TicketsError
 from tickets.hparams import from_dict, hash_view, merge, option, to_dict, validate
@@ -267,42 +267,35 @@ class RewindPoint:
         return f"step:{self.step}" if self.kind == "step" else self.kind
 
 
-def _check_rewind(value: str) -> str | None:
+def _problem(check: Callable[[], Any]) -> str | None:
+    """The TicketsError ``check()`` raises, as text (None when it passes): option ``check=`` hooks use it."""
     try:
-        RewindPoint.parse(value)
+        check()
     except TicketsError as exc:
         return str(exc)
     return None
+
+
+def _check_rewind(value: str) -> str | None:
+    return _problem(lambda: RewindPoint.parse(value))
 
 
 def _check_prunable(value: str) -> str | None:
     from tickets.masks import PrunableSet
 
-    try:
-        PrunableSet.parse(value)
-    except TicketsError as exc:
-        return str(exc)
-    return None
+    return _problem(lambda: PrunableSet.parse(value))
 
 
 def _check_sinks(value: str) -> str | None:
     from tickets.training import parse_sinks
 
-    try:
-        parse_sinks(value)
-    except TicketsError as exc:
-        return str(exc)
-    return None
+    return _problem(lambda: parse_sinks(value))
 
 
 def _check_pattern(value: str) -> str | None:
     from tickets.patterns import get_pattern
 
-    try:
-        get_pattern(value)
-    except TicketsError as exc:
-        return str(exc)
-    return None
+    return _problem(lambda: get_pattern(value))
 
 
 # ----------------------------------------------------------------------------------------------------------------
