@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tickets.errors import TicketsError
+from tickets.runs import RunLayout
 
 try:
     from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin, hf_hub_download
@@ -147,8 +148,8 @@ def run_info(ticket: Any, run_dir: str | os.PathLike | None = None) -> dict[str,
         level = ticket.meta.get("level")
         if (run_dir / "metrics.json").is_file():
             level_dir = run_dir
-        elif isinstance(level, int) and (run_dir / f"level-{level:02d}").is_dir():
-            level_dir = run_dir / f"level-{level:02d}"
+        elif isinstance(level, int) and RunLayout(run_dir).level(level).is_dir():
+            level_dir = RunLayout(run_dir).level(level)
     elif getattr(ticket, "source", None) is not None:
         level_dir = Path(ticket.source).parent
     out: dict[str, Any] = {}

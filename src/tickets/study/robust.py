@@ -244,8 +244,11 @@ def ticket_checksums(find_dir: str | Path) -> dict[str, int]:
     """checksum → level of every ticket of a find run."""
     from tickets.ticket import load_ticket
 
+    from tickets.runs import RunLayout
+
     out = {}
-    for path in sorted(Path(find_dir).glob("level-*/ticket.safetensors")):
+    layout = RunLayout(find_dir)
+    for path in (layout.ticket(i) for i in layout.levels() if layout.ticket(i).exists()):
         meta = load_ticket(path).meta
         out[meta["checksum"]] = int(meta["level"])
     return out

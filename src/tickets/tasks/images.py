@@ -26,7 +26,6 @@ import io
 import os
 import pickle
 import tarfile
-import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from tickets.errors import TicketsError
+from tickets.fileio import atomic_write
 from tickets.tasks.base import Batch, DataConfig, Task, carve
 
 DIGIT_TASKS = ("digits", "digits-0-4", "digits-5-9")
@@ -461,12 +461,9 @@ def download_cifar(
     dest = Path(root).expanduser() / which / spec["tarball"]
     if dest.is_file() and _checksums_ok(_hash_file(dest), md5, sha256):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec['tarball']}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
+    def fetch(tmp: Path) -> None:
         hashes = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - fixed/official URL
                     while chunk := resp.read(1 << 20):
@@ -478,17 +475,14 @@ def download_cifar(
                     f"could not download {url} ({exc}): check the connection, or place {spec['tarball']} "
                     f"under {dest.parent} by hand"
                 ) from exc
-            out.flush()
-            os.fsync(out.fileno())
         digests = {k: h.hexdigest() for k, h in hashes.items()}
         if not _checksums_ok(digests, md5, sha256):
             raise TicketsError(
                 f"checksum mismatch for {url} (md5 {digests['md5']}, expected {md5 or sha256}): "
                 "the download is corrupt or not the official file; try again"
             )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(dest, fetch)
     return dest
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tickets.errors import TicketsError
+from tickets.runs import RunLayout
 from tickets.training import SINKS, parse_sinks  # noqa: F401  (parse_sinks re-exported)
 from tickets.training.callbacks import Callback, LoopState
 
@@ -43,7 +44,7 @@ class TensorBoardSink(Sink):
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise TicketsError("--log-to tensorboard needs the tensorboard package: pip install tensorboard") from None
-        self.logdir = Path(run_dir) / "tensorboard" / f"level-{level:02d}"
+        self.logdir = Path(run_dir) / "tensorboard" / RunLayout(run_dir).level(level).name
         self.writer = SummaryWriter(log_dir=str(self.logdir))
         self.step = 0
 
@@ -82,7 +83,8 @@ class MLflowSink(Sink):
         exp_name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "tickets")
         exp = self.client.get_experiment_by_name(exp_name)
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(exp_name)
-        self.run_id = self.client.create_run(exp_id, run_name=f"{Path(run_dir).name}/level-{level:02d}").info.run_id
+        name = f"{Path(run_dir).name}/{RunLayout(run_dir).level(level).name}"
+        self.run_id = self.client.create_run(exp_id, run_name=name).info.run_id
         self.step = 0
 
     def on_epoch_end(self, state: LoopState, record: dict[str, Any]) -> None:
