@@ -123,3 +123,74 @@ def print_ratios(times: dict[str, list[float]], *, baseline: str, title: str = "
 
 def mib(n_bytes: float) -> str:
     return f"{n_bytes / 2**20:.1f} MiB"
+
+
+# -- the project's pieces, shared by the benchmarks -----------------------------------------------------------------
+MODELS = {"resnet20": ("resnet20-cifar10", "cifar10"), "resnet56": ("resnet56-cifar10", "cifar10"),
+          "minilm": ("minilm-l6", "glue/sst2")}
+
+
+def prepared(key: str, args: argparse.Namespace, train_size: int = 2000, head: str | None = None):
+    """``tickets.verbs.prepare.prepare`` for a benchmark model key (resnet20, resnet56, minilm): pre-trained
+    weights, the task's seeded training subset, the model's default prunable set. ResNets keep their CIFAR-10
+    head (``pretrained``); MiniLM gets a fresh SST-2 head, as at the start of a fine-tune."""
+    from tickets.tasks import DataConfig
+    from tickets.verbs.prepare import prepare
+
+    model, task = MODELS[key]
+    head = head or ("fresh" if key == "minilm" else "pretrained")
+    return prepare(model, task, data=DataConfig(train_size=train_size), head=head, data_root=args.data_root,
+                   model_root=args.model_root)
+
+
+def train_config(p, **overrides):
+    """The resolved TrainConfig the project would train ``p`` with (family defaults + the model's recipe)."""
+    from tickets.config import TrainConfig, resolve_train
+
+    return resolve_train(TrainConfig(**overrides), p.family, p.recipe)
+
+
+def magnitude_mask(p, sparsity: float):
+    """Global magnitude pruning of θ0 over the prunable set (what OMP / IMP level 1 draws)."""
+    from tickets.masks import Mask
+    from tickets.pruning import magnitude_prune
+
+    ones = Mask.ones_like(p.model, p.names)
+    return ones if sparsity == 0 else magnitude_prune({n: p.theta0[n] for n in p.names}, ones, sparsity)
+
+
+def training_batches(p, cfg, n: int, seed: int = 0) -> list:
+    """The first ``n`` training batches of an epoch, as the loop draws them (shuffled, augmented, dynamic
+    padding for text)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for batch in p.task.train.batches(cfg.batch_size, shuffle=True, generator=gen, augment=True):
+        out.append(batch)
+        if len(out) == n:
+            break
+    return out
+
+
+def legacy_apply_(mask, model) -> None:
+    """``Mask.apply_`` as it was before issue 11 (``masked_fill_`` of the inverted mask, per tensor): the
+    "before" of the mask-work figures."""
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, m in mask.items():
+            params[name].masked_fill_(~m.to(params[name].device), 0)
+
+
+def legacy_mask_grads_(mask, model) -> None:
+    """``Mask.mask_grads_`` as it was before issue 11."""
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, m in mask.items():
+            grad = params[name].grad
+            if grad is not None:
+                grad.masked_fill_(~m.to(grad.device), 0)

@@ -258,6 +258,10 @@ def pack_tensor(t: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tenso
         return t
     bits = _bits(t)
     changed = bits != 0 if ref is None else bits != _bits(ref)
+    raw = t.numel() * t.element_size()
+    stored = changed if ref is None else changed & (bits != 0)  # zeros cost a bit, not a value
+    if (t.numel() + 7) // 8 + int(stored.sum()) * t.element_size() >= raw:  # (almost) all values would be stored
+        return t
     idx = changed.nonzero().reshape(-1)
     values = bits[idx]
     zero = None
@@ -267,7 +271,7 @@ def pack_tensor(t: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tenso
             zero = torch.from_numpy(np.packbits(is_zero.numpy()))
             values = values[~is_zero]
     size = (t.numel() + 7) // 8 + values.numel() * t.element_size() + (0 if zero is None else zero.numel())
-    if size >= t.numel() * t.element_size():
+    if size >= raw:
         return t
     return {_PACKED: 1, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
             "changed": torch.from_numpy(np.packbits(changed.numpy())), "zero": zero,

@@ -318,14 +318,15 @@ def _channels_last(batch: dict) -> dict:
             for k, v in batch.items()}
 
 
-def compiled(model: nn.Module, device: torch.device) -> nn.Module:
+def compiled(model: nn.Module, device: torch.device, *, fresh: bool = True) -> nn.Module:
     """``torch.compile(model, dynamic=False)`` (inductor) for the training forward; parameters stay shared with
     ``model``, so masks, optimizer, checkpoints and evaluation keep using ``model`` itself.
 
     Reproducible by construction: compiled code from earlier fine-tunes in the process is dropped first
     (``torch._dynamo.reset()``), and shapes stay static (each batch shape gets its own kernels, the same ones
     whatever was seen before), so a run gives the same weights in a fresh process, after other runs in the same
-    process, and when resumed from an epoch checkpoint. Meant for image models, whose batches have one or two
+    process, and when resumed from an epoch checkpoint (``fresh=False`` keeps earlier compiled code: for
+    benchmarks comparing compiled variants in one process). Meant for image models, whose batches have one or two
     shapes; text batches change width, and past torch's recompile limit new widths run uncompiled. TicketsError
     when the CPU backend has no C++ compiler to build its kernels with."""
     if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
@@ -333,7 +334,8 @@ def compiled(model: nn.Module, device: torch.device) -> nn.Module:
                            "--compile")
     import torch._dynamo
 
-    torch._dynamo.reset()
+    if fresh:
+        torch._dynamo.reset()
     return torch.compile(model, dynamic=False)
 
 
