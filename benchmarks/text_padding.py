@@ -1,95 +1,101 @@
-"""Fine-tuning throughput of minilm-l6 on real SST-2, with and without dynamic padding, in one run.
+"""Fine-tuning throughput of minilm-l6 on real SST-2: the project's dynamic padding against fixed padding to
+``max_length`` (64) and against the peers' recipe (padding every batch to 128 tokens, as Hugging Face's
+``run_glue.py`` with ``--max_seq_length 128 --pad_to_max_length`` and the BERT lottery-ticket code do).
 
-    python benchmarks/text_padding.py [--data-root ../shared/data] [--seconds 30] [--batch-size 32]
+    python benchmarks/text_padding.py [--rounds 12] [--steps 5] [--batch-size 32] [--threads 1] [--no-fused]
 
-Both modes train the same model (AdamW, lr 2e-5, the same steps as ``tickets.training.loop.fine_tune``) on the same
-seeded SST-2 training subset; they alternate step by step so that other load on a shared machine hits both alike
-(only the optimisation step is timed: forward, loss, backward, AdamW update). "dynamic": length-bucketed batches padded to their longest sentence; "fixed": plain shuffled batches padded
-to max_length (64 for SST-2). Prints examples/second for each and their ratio.
+The training step is the project's: ``make_optimizer`` with MiniLM's resolved config (fused AdamW, lr 2e-5),
+``task.forward`` / ``task.loss``, backward, ``optimizer_step``; one torch thread (the project's ``--threads 1``)
+unless told otherwise. Each variant trains its own copy of the model on its own epoch order of the same seeded
+SST-2 subset: ``dynamic`` (length-bucketed batches padded to their longest sentence, what ``tickets`` does),
+``fixed-64`` (plain shuffled batches padded to max_length 64) and ``peers-128`` (the same, tokenised and padded to
+128). Rounds interleave the variants (``--steps`` steps each, the order rotating); the figure is the median of the
+per-round ratios of examples per CPU-second, with its spread.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-import time
-from pathlib import Path
+import statistics
 
-import torch
-
-from tickets.models import load_model
-from tickets.tasks import DataConfig, load_task
-from tickets.tasks.text import set_dynamic_padding
+from _timing import describe, interleave, parser, setup
 
 
 def main(argv: list[str] | None = None) -> None:
-    here = Path(__file__).resolve().parents[1]
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-root", default=os.environ.get("TICKETS_DATA", str(here.parent / "shared" / "data")))
-    ap.add_argument("--seconds", type=float, default=30.0, help="about this many timed seconds per mode (default 30)")
+    ap = parser(__doc__, rounds=12)
+    ap.add_argument("--steps", type=int, default=5, help="optimizer steps per variant per round (default 5)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--train-size", type=int, default=4096)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--fused", action="store_true", help="fused AdamW (much faster optimizer step on CPU)")
+    ap.add_argument("--no-fused", action="store_true", help="plain (for-each) AdamW instead of the fused one")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup(args)
+    import copy
 
-    spec = load_model("minilm-l6")
-    task = load_task("glue/sst2", model=spec, data_root=args.data_root, data=DataConfig(train_size=args.train_size))
-    spec.adapt_to(task, "fresh", 0)
-    model = spec.module
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-5, fused=args.fused or None)
-    print(f"minilm-l6 on glue/sst2: {len(task.train)} training examples, batch {args.batch_size}, "
-          f"max_length {task.info['max_length']}, torch threads {torch.get_num_threads()}, fused AdamW {args.fused}",
-          file=sys.stderr)
+    import torch
 
-    modes = {"dynamic": True, "fixed": False}
-    iters = {m: None for m in modes}
-    stats = {m: {"examples": 0, "seconds": 0.0, "steps": 0, "tokens": 0, "padded": 0} for m in modes}
+    from tickets.config import TrainConfig, resolve_train
+    from tickets.tasks import DataConfig
+    from tickets.tasks.text import set_dynamic_padding
+    from tickets.training.loop import make_optimizer, optimizer_step
+    from tickets.verbs.prepare import prepare
 
-    def next_batch(mode: str, epoch: list[int] = [0]):
-        set_dynamic_padding(task, modes[mode])
-        while True:
-            if iters[mode] is None:
-                gen = torch.Generator().manual_seed(1000 * epoch[0] + (mode == "fixed"))
-                epoch[0] += 1
-                iters[mode] = task.train.batches(args.batch_size, shuffle=True, generator=gen, drop_last=True)
-            try:
-                return next(iters[mode])
-            except StopIteration:
-                iters[mode] = None
+    base = prepare("minilm-l6", "glue/sst2", data=DataConfig(train_size=args.train_size), data_root=args.data_root)
+    wide = prepare("minilm-l6", "glue/sst2", data=DataConfig(train_size=args.train_size, max_length=128),
+                   data_root=args.data_root)
+    set_dynamic_padding(wide.task, False)
+    cfg = resolve_train(TrainConfig(batch_size=args.batch_size), base.family, base.recipe)
+    variants = {"dynamic": (base.task, True), "fixed-64": (base.task, False), "peers-128": (wide.task, False)}
+    stats = {name: {"examples": [], "tokens": 0, "padded": 0} for name in variants}
 
-    def step(batch) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = task.loss(task.forward(model, batch), batch)
-        loss.backward()
-        opt.step()
+    def make(name: str):
+        task, dynamic = variants[name]
+        model = copy.deepcopy(base.model).train()
+        optimizer = make_optimizer(model, cfg)
+        if args.no_fused:
+            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
+            optimizer = torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
+        state = {"epoch": 0, "it": None}
 
-    for mode in modes:  # warm-up (allocator, kernels) — not timed
-        step(next_batch(mode))
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 2 * args.seconds or min(s["steps"] for s in stats.values()) < 3:
-        for mode in modes:  # one step each, alternating, so other load on the machine hits both alike
-            s = stats[mode]
-            batch = next_batch(mode)
-            t1 = time.perf_counter()
-            step(batch)
-            s["seconds"] += time.perf_counter() - t1
-            s["examples"] += batch["input_ids"].shape[0]
-            s["steps"] += 1
-            s["tokens"] += int(batch["attention_mask"].sum())
-            s["padded"] += batch["input_ids"].numel()
+        def next_batch():
+            while True:
+                if state["it"] is None:
+                    set_dynamic_padding(task, dynamic)
+                    gen = torch.Generator().manual_seed(1000 + state["epoch"])
+                    state["epoch"] += 1
+                    state["it"] = iter(list(task.train.batches(args.batch_size, shuffle=True, generator=gen,
+                                                               augment=True, drop_last=True)))
+                try:
+                    return next(state["it"])
+                except StopIteration:
+                    state["it"] = None
 
-    rate = {}
-    for mode, s in stats.items():
-        rate[mode] = s["examples"] / s["seconds"]
-        print(f"{mode:8s} {rate[mode]:8.1f} examples/s  ({s['steps']} steps, {s['examples']} examples, "
-              f"{s['seconds']:.1f} s; mean batch width {s['padded'] / s['examples']:.1f} tokens, "
+        def run() -> None:
+            examples = 0
+            for _ in range(args.steps):
+                batch = next_batch()
+                optimizer.zero_grad(set_to_none=True)
+                task.loss(task.forward(model, batch), batch).backward()
+                optimizer_step(optimizer)
+                examples += batch["input_ids"].shape[0]
+                stats[name]["tokens"] += int(batch["attention_mask"].sum())
+                stats[name]["padded"] += batch["input_ids"].numel()
+            stats[name]["examples"].append(examples)
+
+        return run
+
+    fused = not args.no_fused
+    print(f"minilm-l6 on glue/sst2: {len(base.task.train)} training sentences, batch {args.batch_size}, "
+          f"{args.steps} steps per variant per round, {args.rounds} rounds, torch threads {torch.get_num_threads()}, "
+          f"{'fused' if fused else 'for-each'} AdamW")
+    times = interleave({name: make(name) for name in variants}, rounds=args.rounds)
+    rate = {name: [e / t for e, t in zip(stats[name]["examples"][-args.rounds:], times[name])] for name in variants}
+    for name in variants:
+        s = stats[name]
+        print(f"  {name:10s} {statistics.median(rate[name]):7.1f} examples per CPU-second "
+              f"(mean batch width {s['padded'] / sum(s['examples']) :.1f} tokens, "
               f"{100 * s['tokens'] / s['padded']:.0f}% real tokens)")
-    print(f"dynamic padding speed-up: {rate['dynamic'] / rate['fixed']:.2f}x")
+    for other in ("fixed-64", "peers-128"):
+        ratios = [a / b for a, b in zip(rate["dynamic"], rate[other])]
+        print(f"  dynamic padding speed-up over {other}: {describe(ratios)}")
 
 
 if __name__ == "__main__":

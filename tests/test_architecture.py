@@ -144,12 +144,14 @@ def test_callbacks_run_in_documented_order_and_keep_state_across_a_resume():
     from tickets.training.callbacks import CheckpointCallback
 
     ckpt = CheckpointCallback(lambda state: saved.setdefault("ckpt", state), [rec])
+    start = {k: v.clone() for k, v in spec.module.state_dict().items()}
     fine_tune(spec.module, task, cfg, device="cpu", callbacks=[rec, ckpt], progress=False)
     assert rec.events[:8] == ["train_begin", "epoch_begin", "batch", "before_step", "after_step:1", "batch",
                               "before_step", "after_step:2"]
     assert rec.events[8:10] == ["evaluate:val", "epoch_end"] and rec.events[-1] == "train_end"
     assert saved["ckpt"]["callbacks"]["recorder"] == {"calls": 2}  # saved after epoch 1 (not after the last)
     again = _Recorder()
+    spec.module.load_state_dict(start)  # a level resumes from its start weights plus the checkpoint
     fine_tune(spec.module, task, cfg, device="cpu", callbacks=[again], resume=saved["ckpt"], progress=False)
     assert again.events[:2] == ["train_begin", "resume"] and again.calls == 4  # 2 restored + 2 in epoch 2
 

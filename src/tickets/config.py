@@ -157,6 +157,14 @@ class TrainConfig:
     max_steps: int | None = option(None, ge=1, help="stop each fine-tune after this many optimizer steps")
     select_best: bool = option(True, cli=False, help="keep the epoch with the best validation score")
     eval_batch_size: int = option(256, ge=1, cli=False, help="batch size for evaluation")
+    channels_last: bool = option(False, since=2,
+                                 help="train convolutional models in channels-last (NHWC) memory layout: faster "
+                                      "convolutions on CPUs; results differ in the last bits, so the run hash "
+                                      "records it (default off)")
+    compile: bool = option(False, since=2,
+                           help="torch.compile the training forward: faster steps after a compile of a minute or "
+                                "more per run; results differ in the last bits, so the run hash records it "
+                                "(default off)")
     adversarial: AdversarialConfig | None = option(None, prefix="adv-", enable="--adv", enable_field="attack",
                                                    help="adversarial training (every fine-tune of the run)")
 

@@ -7,6 +7,7 @@ place; there are no forward hooks or reparametrisations, so a masked model is an
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -233,6 +234,23 @@ def preset_notes(preset: str | None, model: nn.Module) -> list[str]:
 # Mask
 # --------------------------------------------------------------------------------------------------------------
 
+# Same-size integer views of float dtypes: zeroing pruned entries is a bitwise AND with 0 / -1.
+_INT_VIEW = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
+             torch.bfloat16: torch.int16}
+
+
+def _and_(t: torch.Tensor, bits: torch.Tensor) -> None:
+    """``t.masked_fill_(pruned, 0)``, bit for bit: AND of ``t``'s bit pattern with ``bits`` (-1 kept, 0 pruned),
+    or ``masked_fill_`` itself when ``bits`` is the bool pruned mask (dtypes without an integer view) or ``t``
+    has another dtype than the mask was built for (a gradient in another precision)."""
+    if bits.dtype == torch.bool:
+        t.masked_fill_(bits, 0)
+    elif t.dtype in _INT_VIEW and _INT_VIEW[t.dtype] == bits.dtype:
+        t.view(bits.dtype).bitwise_and_(bits)
+    else:
+        t.masked_fill_(bits == 0, 0)
+
+
 
 class Mask:
     """Parameter name → bool tensor of the parameter's shape (True = kept, False = pruned).
@@ -244,6 +262,7 @@ class Mask:
 
     def __init__(self, tensors: dict[str, torch.Tensor]):
         self._tensors: dict[str, torch.Tensor] = {}
+        self._cache: dict | None = None  # what apply_ / mask_grads_ work on, per model (see _targets)
         for name, value in tensors.items():
             if not isinstance(name, str) or not name:
                 raise TicketsError(f"bad mask tensor name {name!r}: names are non-empty parameter names")
@@ -369,22 +388,68 @@ class Mask:
     # -- applying ----------------------------------------------------------------------------------------------
 
     def apply_(self, model: nn.Module) -> None:
-        """Zero the pruned weights of ``model`` in place (no autograd history, no hooks)."""
-        params = self._params(model)
+        """Zero the pruned weights of ``model`` in place (no autograd history, no hooks).
+
+        Exactly ``p.masked_fill_(~mask, 0)`` for every tensor: pruned entries become +0.0 whatever they held
+        (NaN and ±Inf included), kept entries keep their bits. Implemented as a bitwise AND of the weights' bit
+        patterns with a cached all-ones / all-zeros integer mask (see ``_targets``), about 12× less CPU than
+        ``masked_fill_`` on a CPU (MiniLM-L6: 3.5 ms instead of 43 ms per call; ``benchmarks/step_overhead.py``).
+        TicketsError when a mask tensor is not a parameter of ``model`` or has another shape."""
         with torch.no_grad():
-            for name, m in self._tensors.items():
-                p = params[name]
-                p.masked_fill_(~m.to(p.device), 0)
+            for p, bits in self._targets(model):
+                _and_(p, bits)
 
     def mask_grads_(self, model: nn.Module) -> None:
         """Zero the gradients of pruned weights in place, so an optimiser step leaves them where apply_ put them
-        (with weight decay / momentum, call apply_ after the step as well)."""
-        params = self._params(model)
+        (with weight decay / momentum, call apply_ after the step as well). Same semantics and speed-up as
+        ``apply_`` (NaN/Inf gradients at pruned positions are cleared); parameters without a gradient are
+        skipped."""
         with torch.no_grad():
-            for name, m in self._tensors.items():
-                grad = params[name].grad
+            for p, bits in self._targets(model):
+                grad = p.grad
                 if grad is not None:
-                    grad.masked_fill_(~m.to(grad.device), 0)
+                    _and_(grad, bits)
+
+    def _targets(self, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(parameter, mask) pairs of the tensors with at least one pruned entry. The masks are built once per
+        model and reused while its parameters are the same objects with the same device, dtype and shape (a
+        moved, replaced or re-typed parameter rebuilds them); parameters are held by weak reference only.
+
+        The mask is an integer tensor of the parameter's element size, -1 (all bits set) where kept and 0 where
+        pruned, laid out like the parameter; for dtypes without such a view it is the bool *pruned* mask and
+        ``_and_`` falls back to ``masked_fill_``. Fully kept tensors are left out: AND with all ones is the
+        identity. Costs one ``named_parameters`` walk per call when cached."""
+        named = dict(model.named_parameters())
+        cache = self._cache
+        if cache is not None and cache["model"]() is model and all(
+            named.get(n) is ref() and (ref().device, ref().dtype, ref().shape) == layout
+            for n, ref, layout in cache["params"]
+        ):
+            return [(named[n], bits) for n, bits in cache["targets"]]
+        params = self._params(model)  # checks names and shapes
+        targets = []
+        for name, m in self._tensors.items():
+            p = params[name]
+            keep = m.to(p.device)
+            if bool(keep.all()):
+                continue
+            int_type = _INT_VIEW.get(p.dtype)
+            if int_type is None:
+                bits = ~keep
+            else:
+                bits = torch.empty_like(p, dtype=int_type)  # same layout as p (channels_last stays so)
+                bits.copy_(keep.to(int_type).neg_())  # True → -1 (all bits set), False → 0
+            targets.append((name, bits))
+        self._cache = {
+            "model": weakref.ref(model),
+            "params": [(n, weakref.ref(params[n]), (params[n].device, params[n].dtype, params[n].shape))
+                       for n in self._tensors],
+            "targets": targets,
+        }
+        return [(params[n], bits) for n, bits in targets]
+
+    def __getstate__(self) -> dict:
+        return {"_tensors": self._tensors, "_cache": None}  # weak references do not pickle; the cache rebuilds
 
     def check(self, model: nn.Module) -> None:
         """TicketsError naming the first mask tensor that is missing from ``model`` or has another shape."""

@@ -15,7 +15,9 @@ atomic (temporary file + ``os.replace``); an unwritable cache only costs re-toke
 ``bucket_batches`` (50) batches, each chunk is sorted by length and cut into batches, and the batch order is then
 shuffled with the same generator; every batch is padded to its longest example. ``split.dynamic_padding = False``
 (or ``load_text_task(..., dynamic_padding=False)``, or a ``dynamic_padding`` attribute on ``DataConfig``) turns
-this off: plain order, every batch padded to ``max_length``, for throughput comparisons. Batches carry
+this off: plain order, every batch padded to ``max_length``, for throughput comparisons. Evaluation on a CPU
+uses ``token_batches`` instead: all examples sorted by length and cut into batches of at most a token budget
+(``training/evaluate.py``). Batches carry
 ``input_ids``, ``attention_mask``, ``token_type_ids`` (models that use them), ``labels`` and ``index`` (the example's
 row in its source file).
 """
@@ -215,6 +217,31 @@ class TokenSplit:
     ) -> Iterator[Batch]:
         for positions in self.order(batch_size, shuffle, generator, drop_last):
             yield self.collate(positions, generator=generator if shuffle else None)
+
+    def token_order(self, max_tokens: int, max_rows: int) -> list[np.ndarray]:
+        """Positions of each evaluation batch: every example once, longest first (ties in split order), cut
+        greedily so that a batch holds at most ``max_rows`` examples and, padded to its longest, at most
+        ``max_tokens`` tokens (a single example longer than ``max_tokens`` goes alone). With dynamic padding off,
+        every batch is padded to ``max_length`` and sized by that."""
+        if max_tokens < 1 or max_rows < 1:
+            raise TicketsError(f"token budget and rows per batch must be >= 1, got {max_tokens} and {max_rows}")
+        lengths = self.lengths()
+        order = np.argsort(-lengths, kind="stable")
+        batches: list[np.ndarray] = []
+        start, n = 0, len(order)
+        while start < n:
+            width = int(lengths[order[start]]) if self.dynamic_padding else self.max_length
+            rows = min(max_rows, max(1, max_tokens // max(width, 1)))  # the first example is the widest
+            batches.append(order[start : start + rows])
+            start += rows
+        return batches
+
+    def token_batches(self, max_tokens: int, *, max_rows: int) -> Iterator[Batch]:
+        """Evaluation batches in ``token_order``: the split's examples with as little padding as the budget
+        allows. Order only matters for speed; each batch is ``collate``-d as usual (so MLM masks, which depend on
+        the example alone in evaluation, are the same as in ``batches``)."""
+        for positions in self.token_order(max_tokens, max_rows):
+            yield self.collate(positions)
 
     def pad(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
         rows = self.rows[positions]

@@ -13,6 +13,7 @@ Model selection keeps the epoch with the best *validation* score in the directio
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from tickets.log import get_logger
 from tickets.masks import Mask
 from tickets.runtime import resolve_device
 from tickets.tasks.base import Task, higher_is_better
-from tickets.training.callbacks import AdversarialCallback, Callback, LoopState, MaskCallback
+from tickets.training.callbacks import AdversarialCallback, Callback, LoopState, MaskCallback, unpack_checkpoint
 from tickets.training.evaluate import _batch_size, _to, evaluate
 
 logger = get_logger(__name__)
@@ -52,12 +53,14 @@ def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (momentum) or AdamW; no weight decay on biases and normalisation parameters."""
+    """SGD (momentum) or AdamW; no weight decay on biases and normalisation parameters. Step it with
+    ``optimizer_step`` (the same update as ``optimizer.step()``, without importing ``torch._dynamo``)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    _defer_dynamo_import()
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.optimizer == "adamw":
@@ -65,6 +68,73 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for g in groups for p in g["params"])
         return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused or None)
     raise TicketsError(f"unknown optimizer {cfg.optimizer!r}: choose sgd or adamw")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# torch._dynamo stays unimported
+# --------------------------------------------------------------------------------------------------------------
+# In torch 2.13 every Optimizer imports torch._dynamo (about 1.1 s of CPU, a third of a small run's start-up):
+# ``add_param_group`` / ``zero_grad`` / ``state_dict`` / ``load_state_dict`` are wrapped in
+# ``torch._disable_dynamo``, which imports it on the first call to build the "do not compile this" wrapper, and
+# ``step`` is wrapped in ``_use_grad_for_differentiable``, which imports it on every call to place graph breaks.
+# Both only matter inside a torch.compile trace, and nothing can be traced before torch._dynamo is imported: so
+# until it is (``--compile``, or any other user of torch.compile), the wrappers are bypassed and behave exactly as
+# the plain methods; once it is, torch's own wrappers run again. ``benchmarks/startup.py`` measures the saving.
+
+_DYNAMO = "torch._dynamo"
+_DISABLED_METHODS = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+
+
+def _defer_dynamo_import() -> None:
+    """Pre-fill the cache ``torch._disable_dynamo`` keeps on each wrapped Optimizer method with a function
+    that calls the method directly while torch._dynamo is not imported, and builds torch's own disabled
+    wrapper (and caches it in its place) as soon as it is. Idempotent; does nothing on a torch without that
+    wrapper layout."""
+    if _DYNAMO in sys.modules:
+        return
+    for name in _DISABLED_METHODS:
+        wrapper = getattr(torch.optim.Optimizer, name, None)
+        fn = getattr(wrapper, "__wrapped__", None)
+        code = getattr(wrapper, "__code__", None)
+        if fn is None or code is None or "__dynamo_disable" not in code.co_consts:
+            continue  # another torch: leave it alone
+        if getattr(fn, "__dynamo_disable", None) is None:
+            setattr(fn, "__dynamo_disable", _until_dynamo(fn))
+
+
+def _until_dynamo(fn):
+    def call(*args, **kwargs):
+        if _DYNAMO in sys.modules:  # torch.compile is in use: from now on exactly what torch does
+            disabled = sys.modules[_DYNAMO].disable(fn, True, wrapping=False)
+            setattr(fn, "__dynamo_disable", disabled)
+            return disabled(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return call
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.step()``, computing the same update, without importing torch._dynamo: while it is not
+    imported and no step hooks are registered, the optimizer's own ``step`` runs under ``torch.no_grad()``
+    (what torch's wrapper does outside a compile trace) inside the same profiler range; otherwise
+    ``optimizer.step()`` itself."""
+    from torch.optim import optimizer as optim_module
+
+    hooked = type(optimizer).step
+    use_grad = getattr(hooked, "__wrapped__", None)
+    raw = getattr(use_grad, "__wrapped__", None)
+    if (_DYNAMO in sys.modules or raw is None or not getattr(hooked, "hooked", False)
+            or getattr(getattr(use_grad, "__code__", None), "co_name", "") != "_use_grad"
+            or optimizer.defaults.get("differentiable", False)
+            or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
+            or getattr(optim_module, "_global_optimizer_pre_hooks", None)
+            or getattr(optim_module, "_global_optimizer_post_hooks", None)):
+        optimizer.step()
+        return
+    with torch.autograd.profiler.record_function(f"Optimizer.step#{type(optimizer).__name__}.step"):
+        with torch.no_grad():
+            raw(optimizer)
+        optimizer._optimizer_step_code()
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -115,12 +185,27 @@ def fine_tune(
     cfg = resolve_train(cfg, family, recipe)
     device = resolve_device(device)
     model.to(device)
+    # the weights this fine-tune starts from, before any resume: packed checkpoints are relative to them
+    entry_state = model.state_dict()
     builtin: list[Callback] = []
     if mask is not None:
         builtin.append(MaskCallback(mask))
     if cfg.adversarial is not None:
         builtin.append(AdversarialCallback(cfg.adversarial, task))
     cbs = builtin + list(callbacks)
+    problem = None
+    if resume is not None:
+        try:
+            resume = unpack_checkpoint(resume, entry_state)
+        except (TicketsError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            problem, resume = str(exc) or type(exc).__name__, None
+    start_state = None
+    if any(cb.wants_start_state for cb in cbs):
+        start_state = {k: v.detach().cpu().clone() for k, v in entry_state.items()}
+    del entry_state
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward_model = compiled(model, device) if cfg.compile else model
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(task.train) / cfg.batch_size)
     if steps_per_epoch == 0:
@@ -133,10 +218,11 @@ def fine_tune(
                            f"({steps_per_epoch} per epoch): choose a rewind step K below {total_steps} or train longer")
     state = LoopState(model=model, optimizer=optimizer, task=task, cfg=cfg, device=device, seed=seed,
                       total_steps=total_steps, steps_per_epoch=steps_per_epoch, step=start_step,
-                      epoch=start_step // steps_per_epoch, desc=desc)
+                      epoch=start_step // steps_per_epoch, desc=desc, start_state=start_state)
     higher = higher_is_better(task.primary_metric)
     best_val: dict = {}
-    problem = _unusable_checkpoint(resume, model, cfg, steps_per_epoch, total_steps) if resume is not None else None
+    if resume is not None:
+        problem = _unusable_checkpoint(resume, model, cfg, steps_per_epoch, total_steps)
     if problem is not None:
         logger.warning("%s: the epoch checkpoint is unusable (%s): starting this fine-tune from its beginning", desc,
                        problem)
@@ -183,12 +269,14 @@ def fine_tune(
             if state.step >= total_steps:
                 break
             batch = _to(batch, device)
+            if cfg.channels_last:
+                batch = _channels_last(batch)
             for cb in cbs:
                 batch = cb.on_batch(state, batch)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(state.step, total_steps, cfg)
             optimizer.zero_grad(set_to_none=True)
-            loss = task.loss(task.forward(model, batch), batch)
+            loss = task.loss(task.forward(forward_model, batch), batch)
             if not torch.isfinite(loss):
                 raise TicketsError(_nonfinite_loss(model, batch, loss, state.step, cfg))
             loss.backward()
@@ -196,7 +284,7 @@ def fine_tune(
                 cb.before_optimizer_step(state)
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            optimizer_step(optimizer)
             state.step += 1
             state.loss = loss.item()
             for cb in cbs:
@@ -228,6 +316,8 @@ def fine_tune(
             cb.on_epoch_end(state, record)
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
+    if cfg.channels_last:
+        model.to(memory_format=torch.contiguous_format)  # hand back the usual layout
     for cb in cbs:
         cb.on_train_end(state)
     seconds = time.perf_counter() - started
@@ -262,6 +352,33 @@ def _unusable_checkpoint(ckpt: Any, model: nn.Module, cfg: TrainConfig, steps_pe
     if not isinstance(best, dict) or set(best) != set(own):
         return "its selected weights are for another model"
     return None
+
+
+def _channels_last(batch: dict) -> dict:
+    """4-D float inputs (images) in channels-last layout; everything else as it is."""
+    return {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 and v.is_floating_point() else v
+            for k, v in batch.items()}
+
+
+def compiled(model: nn.Module, device: torch.device, *, fresh: bool = True) -> nn.Module:
+    """``torch.compile(model, dynamic=False)`` (inductor) for the training forward; parameters stay shared with
+    ``model``, so masks, optimizer, checkpoints and evaluation keep using ``model`` itself.
+
+    Reproducible by construction: compiled code from earlier fine-tunes in the process is dropped first
+    (``torch._dynamo.reset()``), and shapes stay static (each batch shape gets its own kernels, the same ones
+    whatever was seen before), so a run gives the same weights in a fresh process, after other runs in the same
+    process, and when resumed from an epoch checkpoint (``fresh=False`` keeps earlier compiled code: for
+    benchmarks comparing compiled variants in one process). Meant for image models, whose batches have one or two
+    shapes; text batches change width, and past torch's recompile limit new widths run uncompiled. TicketsError
+    when the CPU backend has no C++ compiler to build its kernels with."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise TicketsError("--compile on a CPU needs a C++ compiler (g++ or clang++) on PATH: install one or drop "
+                           "--compile")
+    import torch._dynamo
+
+    if fresh:
+        torch._dynamo.reset()
+    return torch.compile(model, dynamic=False)
 
 
 def _nonfinite_loss(model: nn.Module, batch: dict, loss: torch.Tensor, step: int, cfg: TrainConfig) -> str:
