@@ -303,13 +303,18 @@ def _config(cls: type, args: argparse.Namespace, where: str):
 
 
 def _setup(run) -> dict:
-    """Apply the run options (threads, logging) and return the keyword arguments of a verb."""
+    """Apply the run options (threads, logging; under torchrun the process group) and return the keyword
+    arguments of a verb."""
     import logging
 
     from tickets.log import enable_console
     from tickets.training import parse_sinks
+    from tickets.training.distributed import init_from_environment
 
-    enable_console(logging.WARNING if run.quiet else logging.INFO)
+    ranked = init_from_environment(run.device)
+    from tickets.runtime import is_main_process
+
+    enable_console(logging.WARNING if run.quiet or (ranked and not is_main_process()) else logging.INFO)
     if run.threads:
         import torch
 

@@ -165,6 +165,9 @@ class TrainConfig:
                            help="torch.compile the training forward: faster steps after a compile of a minute or "
                                 "more per run; results differ in the last bits, so the run hash records it "
                                 "(default off)")
+    precision: str = option("fp32", since=2, choices=("fp32", "bf16", "fp16"),
+                            help="training arithmetic: fp32 (default), bf16 or fp16 autocast (fp16 with loss scaling); "
+                                 "weights, masks and evaluation stay float32")
     adversarial: AdversarialConfig | None = option(None, prefix="adv-", enable="--adv", enable_field="attack",
                                                    help="adversarial training (every fine-tune of the run)")
 

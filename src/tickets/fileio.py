@@ -161,9 +161,10 @@ def write_rows(rows: Iterable[dict], stem: str | os.PathLike) -> list[Path]:
 
 
 def remove_stale_temporaries(directory: str | os.PathLike, *, recursive: bool = True) -> int:
-    """Delete ``.<name>.*.tmp`` files a killed ``atomic_write`` left in ``directory``; returns how many."""
+    """Delete ``.<name>.*.tmp`` files a killed ``atomic_write`` left in ``directory``; returns how many. Call it
+    while holding the run's lock (no live writer); a no-op on data-parallel ranks > 0."""
     root = Path(directory)
-    if not root.is_dir():
+    if not root.is_dir() or not is_main_process():
         return 0
     found = root.rglob(f".*{TMP_SUFFIX}") if recursive else root.glob(f".*{TMP_SUFFIX}")
     n = 0

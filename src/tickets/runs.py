@@ -146,6 +146,11 @@ def run_lock(path: str | os.PathLike, *, wait: bool = False) -> Iterator[bool]:
     ``kill -9``, so a crashed run never looks alive."""
     import fcntl
 
+    from tickets.runtime import is_main_process
+
+    if not is_main_process():  # data-parallel ranks > 0 work inside rank 0's lock and write nothing
+        yield True
+        return
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fh = open(p, "a")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from tickets.methods import METHODS, Method
+from tickets.models import MODELS
 from tickets.tasks import TASKS, Task
 
 
@@ -39,3 +40,20 @@ def load_blobs(name, *, model, data_root=None, data=None, seed=0):
 
 METHODS.register("toy-square", SquaredMagnitude)
 TASKS.register("toy-blobs", load_blobs, modality="image", help="three bright-stripe classes, 8×8 (a test plugin)")
+
+
+def load_mlp(name, *, model_root=None, pretrained=True):
+    """A BatchNorm- and dropout-free MLP for 8×8 grey digits: every layer looks at single examples, so a
+    data-parallel step equals the single-process step (tests/test_distributed.py)."""
+    from torch import nn
+
+    from tickets.models import from_module
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
+        net.add_module("head", nn.Linear(64, 10))
+    return from_module(net, head="head", name=name, input_size=8, in_channels=1, prunable_preset="all")
+
+
+MODELS.register("toy-mlp", load_mlp, family="cnn", modality="image", preset="all", help="a BN-free MLP (tests)")

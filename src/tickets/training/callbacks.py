@@ -56,6 +56,8 @@ class LoopState:
     best_epoch: int = -1
     best_score: float | None = None
     best_state: dict[str, torch.Tensor] | None = None  # the selected epoch's weights (CPU copies)
+    loss_weight: float = 1.0  # the factor the batch's loss is scaled by before backward (data parallel: the share)
+    scaler: Any = None  # fp16 training: the GradScaler (its scale is part of every checkpoint)
     desc: str = "train"
     # the model's state at the start of fine_tune, before any resume (CPU copies); kept only when a callback
     # sets ``wants_start_state`` (epoch checkpoints store what changed since)
@@ -63,9 +65,12 @@ class LoopState:
 
     def checkpoint(self) -> dict[str, Any]:
         """What the loop needs to continue after this epoch (callbacks add their own state)."""
-        return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                "optimizer": self.optimizer.state_dict(), "epoch": self.epoch, "step": self.step,
-                "history": self.history, "best_score": self.best_score, "best_epoch": self.best_epoch}
+        out = {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+               "optimizer": self.optimizer.state_dict(), "epoch": self.epoch, "step": self.step,
+               "history": self.history, "best_score": self.best_score, "best_epoch": self.best_epoch}
+        if self.scaler is not None:
+            out["scaler"] = self.scaler.state_dict()
+        return out
 
 
 class Callback:

@@ -27,7 +27,7 @@ from tickets.config import TrainConfig, resolve_train
 from tickets.errors import TicketsError
 from tickets.log import get_logger
 from tickets.masks import Mask
-from tickets.runtime import resolve_device
+from tickets.runtime import resolve_device, world_size
 from tickets.tasks.base import Task, higher_is_better
 from tickets.training.callbacks import AdversarialCallback, Callback, LoopState, MaskCallback, unpack_checkpoint
 from tickets.training.evaluate import _batch_size, _to, evaluate
@@ -188,6 +188,12 @@ def fine_tune(
     # the weights this fine-tune starts from, before any resume: packed checkpoints are relative to them
     entry_state = model.state_dict()
     builtin: list[Callback] = []
+    distributed = None
+    if world_size() > 1:  # torchrun: shard every global batch over the ranks, sum the gradients
+        from tickets.training.distributed import DistributedCallback
+
+        distributed = DistributedCallback(mask)
+        builtin.append(distributed)
     if mask is not None:
         builtin.append(MaskCallback(mask))
     if cfg.adversarial is not None:
@@ -207,6 +213,7 @@ def fine_tune(
         model.to(memory_format=torch.channels_last)
     forward_model = compiled(model, device) if cfg.compile else model
     optimizer = make_optimizer(model, cfg)
+    autocast, scaler = precision_context(cfg.precision, device)
     steps_per_epoch = math.ceil(len(task.train) / cfg.batch_size)
     if steps_per_epoch == 0:
         raise TicketsError(f"task {task.name!r} has no training examples: raise --train-size")
@@ -218,7 +225,7 @@ def fine_tune(
                            f"({steps_per_epoch} per epoch): choose a rewind step K below {total_steps} or train longer")
     state = LoopState(model=model, optimizer=optimizer, task=task, cfg=cfg, device=device, seed=seed,
                       total_steps=total_steps, steps_per_epoch=steps_per_epoch, step=start_step,
-                      epoch=start_step // steps_per_epoch, desc=desc, start_state=start_state)
+                      epoch=start_step // steps_per_epoch, desc=desc, start_state=start_state, scaler=scaler)
     higher = higher_is_better(task.primary_metric)
     best_val: dict = {}
     if resume is not None:
@@ -230,6 +237,8 @@ def fine_tune(
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
         state.epoch, state.step = resume["epoch"] + 1, resume["step"]
         state.history = list(resume["history"])
         state.best_score, state.best_epoch = resume["best_score"], resume["best_epoch"]
@@ -276,17 +285,27 @@ def fine_tune(
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(state.step, total_steps, cfg)
             optimizer.zero_grad(set_to_none=True)
-            loss = task.loss(task.forward(forward_model, batch), batch)
+            with autocast():
+                loss = task.loss(task.forward(forward_model, batch), batch)
             if not torch.isfinite(loss):
                 raise TicketsError(_nonfinite_loss(model, batch, loss, state.step, cfg))
-            loss.backward()
+            weighted = loss * state.loss_weight if state.loss_weight != 1.0 else loss
+            if scaler is not None:
+                scaler.scale(weighted).backward()
+                scaler.unscale_(optimizer)  # callbacks and clipping see true gradients
+            else:
+                weighted.backward()
             for cb in cbs:
                 cb.before_optimizer_step(state)
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer_step(optimizer)
+            if scaler is not None:
+                scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+                scaler.update()
+            else:
+                optimizer_step(optimizer)
             state.step += 1
-            state.loss = loss.item()
+            state.loss = loss.item() if distributed is None else distributed.reduce_loss(weighted.item())
             for cb in cbs:
                 cb.after_optimizer_step(state)
             k = _batch_size(batch)
@@ -323,6 +342,26 @@ def fine_tune(
     seconds = time.perf_counter() - started
     return TrainResult(val=best_val, best_epoch=state.best_epoch, steps=state.step, history=state.history,
                        seconds=seconds, examples_per_second=seen / max(seconds, 1e-9))
+
+
+def precision_context(precision: str, device: torch.device):
+    """(autocast context factory, GradScaler or None) for ``precision``: fp32 — no autocast; bf16 — autocast to
+    bfloat16; fp16 — autocast to float16 with dynamic loss scaling. Parameters (the master weights), the mask and
+    the optimizer stay float32, so pruned weights stay exactly zero. TicketsError for an unknown precision."""
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext, None
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise TicketsError(f"unknown precision {precision!r}: choose fp32, bf16 or fp16")
+    dtype = dtypes[precision]
+
+    def autocast():
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    return autocast, scaler
 
 
 def _unusable_checkpoint(ckpt: Any, model: nn.Module, cfg: TrainConfig, steps_per_epoch: int,

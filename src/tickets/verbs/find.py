@@ -32,7 +32,7 @@ from tickets.methods import DrawContext, Method, MissingTicket, get_method
 from tickets.models.base import ModelSpec
 from tickets.patterns import get_pattern
 from tickets.runs import RunBusy, RunDir, RunLayout, run_lock
-from tickets.runtime import resolve_device
+from tickets.runtime import barrier, resolve_device
 from tickets.tasks.base import Task
 from tickets.ticket import Ticket, load_ticket, save_ticket
 from tickets.training.callbacks import Callback, GradientUse, RewindCapture
@@ -148,6 +148,7 @@ def find_tickets(
     config = resolved_config(cfg, model_id=prepared.model_id, task=prepared.task.name, prunable=prepared.prunable,
                              family=prepared.family, recipe=prepared.recipe, variant=prepared.variant)
     run = RunDir(out, "find", config)
+    barrier()  # data parallel: rank 0 has written config.yaml
     run.check_inputs(prepared.inputs())
     for note in prepared.notes():
         logger.info(note)
@@ -245,6 +246,7 @@ def _draw_levels(ctx: DrawContext, method: Method, levels: list[float], train, d
                                                                         weights_label, nxt), _ticket_weights(ctx)))
         run.mark_done(level)
         run.drop_checkpoint(level)
+        barrier()  # data parallel: every rank reads the next level's ticket only once rank 0 has written it
         level += 1
     return [_record(layout, i) for i in range(len(levels))]
 

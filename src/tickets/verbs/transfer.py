@@ -21,7 +21,7 @@ from tickets.masks import Mask
 from tickets.models.base import ModelSpec
 from tickets.patterns import pattern_from_meta
 from tickets.runs import RunBusy, RunDir, run_lock
-from tickets.runtime import resolve_device
+from tickets.runtime import barrier, resolve_device
 from tickets.tasks.base import Task
 from tickets.ticket import Ticket, load_ticket
 from tickets.training.callbacks import Callback
@@ -143,6 +143,7 @@ def transfer(
     config = resolved_config(cfg, prepared.model_id, prepared.task.name, prepared.family, ticket, prepared.recipe,
                              prepared.variant)
     run = RunDir(out, "transfer", config)
+    barrier()  # data parallel: rank 0 has written config.yaml
     run.check_inputs(prepared.inputs())
     for note in prepared.notes():
         logger.info(note)
@@ -181,6 +182,7 @@ def transfer(
         run.mark_done(0)
         run.drop_checkpoint(0)
         run.log("run_done")
+        barrier()
     return TransferResult(run.path, metrics)
 
 
