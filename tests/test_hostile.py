@@ -27,7 +27,7 @@ from tickets.config import FindConfig, TrainConfig
 from tickets.errors import TicketsError
 from tickets.hparams import from_dict
 from tickets.masks import Mask
-from tickets.ticket import Ticket, save_ticket
+from tickets.ticket import Ticket, load_ticket, save_ticket
 
 FAST = ["--epochs", "1", "--train-size", "200", "--batch-size", "64", "--device", "cpu", "--quiet"]
 FIND = ["find", "--model", "small-cnn", "--task", "digits-5-9", "--sparsities", "0.5", "--method", "omp"]
@@ -425,3 +425,58 @@ def test_empty_test_split_is_named(tmp_path, capsys):
     one_line(capsys, main(["transfer", "--model", "small-cnn", "--task", "mnist", *FAST, "--data-root", str(root),
                            "--out", str(tmp_path / "runs")]), "test split", "empty")
     assert shutil.which("true")
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 10**12) | st.floats(allow_nan=True) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+                     max_leaves=12)
+
+
+@pytest.fixture(scope="module")
+def saved_ticket(tmp_path_factory):
+    path = tmp_path_factory.mktemp("t") / "t.safetensors"
+    mask = Mask({"a.weight": torch.rand(4, 6) > 0.5, "b.weight": torch.rand(3) > 0.5})
+    save_ticket(path, Ticket(mask, {"model": "m", "level": 1}))
+    return path
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(["names", "shapes", "weight_names", "format_version", "meta.level", "meta.pattern",
+                            "checksum"]), value=_JSON)
+def test_any_header_value_loads_or_fails_with_one_tickets_error(saved_ticket, key, value, tmp_path_factory):
+    """Property: whatever a crafted header holds (with its metadata checksum recomputed, as an attacker would), a
+    ticket either loads or fails with one TicketsError line — never another exception."""
+    from tickets import ticket as ticket_module
+
+    def forge(meta):
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+        meta["meta_checksum"] = ticket_module._meta_checksum(meta)
+
+    path = _edit_header(saved_ticket, forge)
+    try:
+        load_ticket(path)
+    except TicketsError as exc:
+        assert str(exc) and "\n" not in str(exc)
+
+
+def test_broken_study_bookkeeping_and_run_config(tmp_path, capsys):
+    """A corrupt config.yaml inside a run is rewritten (the directory name says which config it is); corrupt
+    jobs.json and a torn progress.jsonl do not stop a study from resuming or from being reported."""
+    run = _find_run(tmp_path)
+    (run / "config.yaml").write_text("{{{ not yaml")
+    assert main(["find", "--model", "small-cnn", "--task", "digits-5-9", "--sparsities", "0.5", *FAST,
+                 "--out", str(tmp_path / "runs")]) == 0
+    assert "model: small-cnn" in (run / "config.yaml").read_text()
+    exp = tmp_path / "e.yaml"
+    exp.write_text("models: [small-cnn]\nschedule: {kind: explicit, sparsities: [0.5]}\ntrain: {epochs: 1}\n"
+                   "data: {train_size: 200}\nfind:\n  - tasks: [digits-5-9]\n")
+    out = tmp_path / "study"
+    assert main(["run", str(exp), "--out", str(out), "--device", "cpu", "--quiet", "--no-report"]) == 0
+    sdir = out / "study-e"
+    (sdir / "jobs.json").write_text('{"jobs": [')
+    with open(sdir / "progress.jsonl", "a") as fh:
+        fh.write('{"job": "fin')
+    capsys.readouterr()
+    assert main(["run", str(exp), "--out", str(out), "--device", "cpu", "--quiet"]) == 0  # rewrites jobs.json
+    assert json.loads((sdir / "jobs.json").read_text())["jobs"]
+    assert (sdir / "report.md").exists()

@@ -95,7 +95,7 @@ def collect(directory: str | Path) -> dict[str, Any]:
                 entries.append((out / job["run"], job.get("fraction", 1.0), job))
         progress = directory / "progress.jsonl"
         if progress.exists():
-            ctx["progress"] = [json.loads(line) for line in progress.read_text().splitlines() if line.strip()]
+            ctx["progress"] = _json_lines(progress)
     else:
         runs = sorted(p for p in directory.iterdir() if p.is_dir() and p.name.startswith(("find-", "transfer-"))
                       and (p / "config.yaml").exists())
@@ -134,3 +134,16 @@ def _fill_fractions(rows: list[dict]) -> None:
         if r["fraction"] is None:
             n = largest.get((r["model"], r["target"]))
             r["fraction"] = round(r["train_size"] / n, 6) if n and r["train_size"] else 1.0
+
+
+def _json_lines(path: Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file; a line cut by a killed writer (or otherwise unreadable) is skipped."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
