@@ -257,7 +257,8 @@ def test_the_import_graph_has_no_cycles():
         if m not in state:
             visit(m, [m])
     assert not cycles, cycles
-    assert not any("tickets.cli" in deps for m, deps in graph.items() if m != "tickets.cli")
+    # only the entry points (`tickets` script, `python -m tickets`) sit above the CLI
+    assert not any("tickets.cli" in deps for m, deps in graph.items() if m not in ("tickets.cli", "tickets.__main__"))
 
 
 def test_generated_flags_cover_every_config_field():

@@ -204,6 +204,8 @@ def test_minilm_compact_equals_masked_on_sst2(shared_data, pattern_name, scope, 
     small, desc, diff = _check_equivalent(spec, mask, pattern, inputs, _text_forward)
     save_compact(small, desc, tmp_path / "m")
     again = load_compact(tmp_path / "m")
+    # minilm-l6 reads mean-pooled tokens (its checkpoint's pooler is untrained): the reload must pool the same way
+    assert desc["pooling"] == "mean" and getattr(again, "pooling", None) == "mean"
     with torch.no_grad():
         assert float((_text_forward(again, inputs) - _text_forward(small, inputs)).abs().max()) <= 1e-6
     if desc["plain_loadable"]:  # every layer the same FFN width, no head pruned: plain transformers loads it
@@ -213,7 +215,7 @@ def test_minilm_compact_equals_masked_on_sst2(shared_data, pattern_name, scope, 
         with torch.no_grad():
             assert float((_text_forward(plain, inputs) - _text_forward(small, inputs)).abs().max()) <= 1e-6
     else:
-        assert pattern_name != "neuron"
+        assert pattern_name != "neuron" or desc["pooling"] != "pooler"
 
 
 @pytest.mark.parametrize("kind", ["roberta", "distilbert"])
@@ -244,6 +246,39 @@ def test_tiny_transformers_compact_equals_masked(kind, tmp_path):
         with torch.no_grad():
             again = _text_forward(load_compact(tmp_path / name), inputs)
             assert float((again - _text_forward(small, inputs)).abs().max()) <= 1e-6
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_pooled_heads_survive_save_and_load(pooling, tmp_path):
+    """A head that reads pooled tokens (not the pooler) must be read the same way after load_compact: the bug this
+    pins gave a reloaded MiniLM-L6 ticket BERT's pooler path (logits off by 0.1-0.3)."""
+    transformers = pytest.importorskip("transformers")
+    from tickets.models.hf import HFTextModel, hf_spec
+
+    cfg = transformers.BertConfig(vocab_size=80, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=40)
+    spec = hf_spec(cfg, tokenizer=None)
+    spec.module.set_pooling(pooling)
+    spec.module.eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in spec.module.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3, generator=gen)
+    ids = torch.randint(5, 80, (16, 10), generator=gen)
+    att = torch.ones(16, 10, dtype=torch.long)
+    att[::2, 6:] = 0
+    inputs = {"input_ids": ids, "attention_mask": att}
+    pattern, mask = _magnitude(spec, "neuron", 0.5)
+    small, desc, _ = _check_equivalent(spec, mask, pattern, inputs, _text_forward)
+    assert desc["pooling"] == pooling and not desc["plain_loadable"]
+    save_compact(small, desc, tmp_path / "m")
+    again = load_compact(tmp_path / "m")
+    assert isinstance(again, HFTextModel) and again.pooling == pooling and again.head_kind == "classification"
+    with torch.no_grad():
+        assert float((_text_forward(again, inputs) - _text_forward(small, inputs)).abs().max()) <= 1e-6
+        spec.module.set_pooling("pooler")  # the pooler path gives other logits: the check above can fail
+        assert float((_text_forward(spec.module, inputs) - _text_forward(small, inputs)).abs().max()) > 1e-3
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ The *description* (a JSON-able dict) rebuilds the compact model without masks: `
 ``compact.json`` beside ``model.safetensors`` (and, for Hugging Face models, ``config.json``), and
 ``load_compact(dir)`` rebuilds the original architecture (``tickets.models.load_model(name, pretrained=False)`` or
 the ``transformers`` class named in ``config.json``), resizes the recorded modules and loads the weights strictly.
+A transformer whose head reads mean-, cls- or max-pooled tokens (``HFTextModel.pooling``, e.g. MiniLM-L6's mean
+pooling) records ``pooling`` and comes back wrapped in ``HFTextModel`` with that pooling; such a folder is never
+``plain_loadable``, since a plain ``AutoModelFor…`` would read the sequence through its pooler instead.
 When a transformer ticket prunes no heads and leaves every layer the same FFN width, ``config.json`` states that
 width and plain ``AutoModelFor….from_pretrained(dir)`` loads the directory too (``description["plain_loadable"]``).
 
@@ -303,11 +306,14 @@ def _compact_transformer(module: nn.Module, spec: Any, mask: Mask, pattern: Any
     cfg = getattr(work, "config", None)
     widths = {len(r["neurons"]) for r in layers if "neurons" in r}
     heads_pruned = any(len(r.get("heads", range(pattern.num_heads or 0))) != pattern.num_heads for r in layers)
+    pooling = getattr(module, "pooling", "pooler")  # HFTextModel: how its head reads the sequence
     description = {
         "format": FORMAT, "version": VERSION, "family": "hf", "pattern": pattern.spec(),
         "model": getattr(spec, "name", None), "model_type": getattr(cfg, "model_type", None),
         "num_heads": pattern.num_heads, "head_size": head_size, "layers": layers,
-        "plain_loadable": not heads_pruned and len(widths) <= 1,
+        "pooling": pooling,
+        # a plain AutoModelFor… reads the sequence through its pooler: only then is the folder plainly loadable
+        "plain_loadable": not heads_pruned and len(widths) <= 1 and pooling == "pooler",
         "groups": pattern.group_report(mask),
         "parameters": {"dense": count_parameters(module), "compact": count_parameters(work)},
     }
@@ -444,6 +450,11 @@ def _build_hf(folder: Path, description: dict[str, Any]) -> nn.Module:
             if "neurons" in r:
                 r["neurons"] = list(range(len(r["neurons"])))
     _shrink_layers(model, layers, kept, description.get("head_size"))
+    pooling = description.get("pooling", "pooler")
+    if pooling != "pooler":  # the head reads mean/cls/max-pooled tokens: the HFTextModel wrapper computes that
+        from tickets.models.hf import HFTextModel
+
+        return HFTextModel.from_task_model(model, pooling=pooling)
     return model
 
 

@@ -125,6 +125,25 @@ class HFTextModel(nn.Module):
         self.__dict__["pooler_status"] = "not checked"
         self.add_module(prefix, base)
 
+    @classmethod
+    def from_task_model(cls, task_model: nn.Module, *, pooling: str = "pooler") -> "HFTextModel":
+        """Wrap a built transformers task model (``…ForSequenceClassification`` or ``…ForMaskedLM``, its weights
+        kept, not copied) so it computes as a model adapted here does: ``pooling`` as in ``set_pooling``. The head
+        kind comes from the model class and ``config.problem_type``. Used by ``tickets.compact.load_compact``."""
+        prefix = getattr(task_model, "base_model_prefix", None)
+        base = getattr(task_model, prefix, None) if prefix else None
+        if base is None:
+            raise TicketsError(f"{type(task_model).__name__} has no base model to wrap: pass a transformers task model")
+        model = cls(base)
+        model._install(task_model)
+        if type(task_model).__name__.endswith("ForMaskedLM"):
+            kind = "mlm"
+        else:
+            kind = "regression" if getattr(task_model.config, "problem_type", None) == "regression" else "classification"
+        model.__dict__["head_kind"] = kind
+        model.set_pooling(pooling)
+        return model.train(task_model.training)
+
     # --- the mirrored task model -------------------------------------------------------------------------------
     @property
     def base(self) -> nn.Module:
