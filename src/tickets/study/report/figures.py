@@ -600,10 +600,11 @@ def latency_figures(ctx: dict, out: Path, latency: dict | None) -> tuple[list[st
 
             mplt.close(fig)
             continue
-        fig.suptitle(f"{model}: test score vs measured CPU latency of the ticket's deployable model "
-                     f"(benchmarks/compaction.py){'' if fraction == 1.0 else f', {fraction:g} of the data'}\n"
-                     "channel: the compacted model; unstructured and 2:4: the masked model (no sparse CPU kernel); "
-                     "latency interpolated in sparsity between measured tickets", fontsize=8.5)
+        fig.suptitle(f"{model}: test score vs measured CPU latency of the ticket's deployable model"
+                     f"{'' if fraction == 1.0 else f', {fraction:g} of the data'}\n"
+                     "channel: the compacted model; unstructured and 2:4: the masked model (no sparse CPU kernel)\n"
+                     "latency: benchmarks/compaction.py, interpolated in sparsity between its measured tickets",
+                     fontsize=8.5)
         fig.tight_layout()
         name = f"score-vs-latency-{slug(model, '' if fraction == 1.0 else f'f{fraction:g}')}.png"
         _emit(fig, out, name, f"score vs measured latency, {model}", files, md)

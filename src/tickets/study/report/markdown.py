@@ -328,14 +328,16 @@ def _pattern_section(ctx: dict, out: Path, latency_file: Path | None) -> tuple[l
                   "patterns.", ""]
     elif latency is not None:
         meta = latency.get("meta", {})
-        lines += [f"Latencies from `{latency_file.name}` (benchmarks/compaction.py"
-                  f"{', ' + meta['command'] if meta.get('command') else ''}): the median over interleaved rounds "
+        command = f", run as `{meta['command']}`" if meta.get("command") else ""
+        lines += [f"Latencies from `{latency_file.name}` (benchmarks/compaction.py{command}): the median over "
+                  "interleaved rounds "
                   "of the deployable model's time over the dense model's, measured on CPU — channel tickets "
                   "compacted (pruned channels removed), unstructured and 2:4 tickets as masked models (no CPU "
                   "kernel skips their zeros). A ticket's latency is interpolated linearly in sparsity between the "
                   "benchmark's measured tickets (dense = 1).", ""] + lat_md + [""]
         seen, tab = set(), []
-        for r in lat_rec:
+        for r in sorted(lat_rec, key=lambda r: (r["model"], r["pattern"] != "unstructured", r["pattern"],
+                                                r["sparsity"])):
             key = (r["model"], r["pattern"], round(r["sparsity"], 3))
             if key in seen or r["relative_latency_eager_b64_t1"] is None:
                 continue
