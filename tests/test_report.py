@@ -210,3 +210,238 @@ def test_report_cli_on_a_folder_of_runs(study, tmp_path, capsys):
     assert (tmp_path / "rep" / "report.md").exists() and (tmp_path / "rep" / "curves-small-cnn.png").exists()
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+# -- sparsity patterns and robust tickets: hand-made run folders --------------------------------------------------
+ADV = {"attack": "pgd", "eps": 2.0, "alpha": 1.0, "steps": 3, "clean_fraction": 0.0}
+TRAIN = {"epochs": 1, "optimizer": "sgd", "lr": 0.05, "lr_schedule": "cosine", "batch_size": 64,
+         "weight_decay": 0.0005}
+DATA = {"train_size": 100, "val_fraction": 0.1, "val_size": None, "limit": 50, "augment": True}
+
+
+def _mask(seed: int, sparsity: float):
+    """A deterministic mask over one 4×8 tensor with round(32 × sparsity) weights pruned."""
+    import torch
+
+    from tickets.masks import Mask
+
+    order = torch.randperm(32, generator=torch.Generator().manual_seed(seed))
+    kept = torch.ones(32, dtype=torch.bool)
+    kept[order[:round(32 * sparsity)]] = False
+    return Mask({"w": kept.view(4, 8)})
+
+
+def _write_level(run: Path, level: int, score: float, sparsity: float, *, ticket=None, extra=None, ra=None):
+    from tickets.ticket import save_ticket
+
+    d = run / f"level-{level:02d}"
+    d.mkdir(parents=True)
+    m = {"level": level, "primary_metric": "accuracy", "test": {"accuracy": score}, "sparsity": sparsity,
+         "train_seconds": 1.0, **(extra or {})}
+    if ra is not None:
+        m["robust"] = {"robust_accuracy": ra, "clean_accuracy": score}
+    (d / "metrics.json").write_text(json.dumps(m))
+    if ticket is not None:
+        save_ticket(d / "ticket.safetensors", ticket)
+    (d / "DONE").write_text("")
+
+
+def _find_run(root: Path, name: str, seed: int, scores: list[float], *, pattern=None, adversarial=False,
+              masks=None, ra=None):
+    """IMP on task S: level 0 dense, then one ticket per level (sparsity 0.5, 0.75)."""
+    import yaml as _yaml
+
+    from tickets.ticket import Ticket
+
+    run = root / name
+    run.mkdir()
+    cfg = {"model": "m", "task": "S", "method": "imp", "seed": seed, "levels": [0.0, 0.5, 0.75],
+           "train": {**TRAIN, "adversarial": ADV if adversarial else None}, "data": DATA}
+    if pattern:
+        cfg["pattern"] = pattern
+    (run / "config.yaml").write_text(_yaml.safe_dump(cfg))
+    tickets = {}
+    for level, (score, sparsity) in enumerate(zip(scores, (0.0, 0.5, 0.75))):
+        t = None
+        if level:
+            mask = masks[level] if masks else _mask(seed * 10 + level, sparsity)
+            t = Ticket(mask, {"model": "m", "source_task": "S", "method": "imp", "level": level, "seed": seed,
+                              "adversarial": ADV if adversarial else None})
+            tickets[level] = t
+        _write_level(run, level, score, sparsity, ticket=t, ra=None if ra is None else ra[level])
+    return run
+
+
+def _transfer_run(root: Path, name: str, target: str, seed: int, score: float, *, ticket_path=None, checksum=None,
+                  sparsity=0.0, adversarial=False, ticket_meta=None):
+    import yaml as _yaml
+
+    run = root / name
+    run.mkdir()
+    cfg = {"model": "m", "task": target, "seed": seed, "train": {**TRAIN, "adversarial": ADV if adversarial else None},
+           "data": DATA, "ticket": None if checksum is None else {"checksum": checksum, "sparsity": sparsity}}
+    (run / "config.yaml").write_text(_yaml.safe_dump(cfg))
+    ticket = None
+    if ticket_path is not None:
+        ticket = {"path": str(ticket_path), "source_task": "S", "method": "imp", "checksum": checksum,
+                  **(ticket_meta or {})}
+    _write_level(run, 0, score, sparsity, extra={"ticket": ticket})
+    return run
+
+
+def _checksum(run: Path, level: int) -> str:
+    from tickets.study.report.collect import ticket_header
+
+    return ticket_header(run / f"level-{level:02d}" / "ticket.safetensors")["checksum"]
+
+
+@pytest.fixture
+def pattern_runs(tmp_path):
+    """Unstructured standard (seeds 0, 1) and robust (seeds 100, 101) tickets; channel standard (200, 201) and robust
+    (300, 301) tickets that drew the *same* masks; transfers of all to T with fine-tuning seeds 0, 1; dense runs
+    (one of them adversarial); and one transfer of a lone 2:4 ticket file outside any find run."""
+    from tickets.masks import Mask
+    from tickets.ticket import Ticket, save_ticket
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    for seed, (s, t) in enumerate([(0.90, 0.80), (0.92, 0.82)]):
+        _transfer_run(root, f"transfer-dense-S-{seed}", "S", seed, s)
+        _transfer_run(root, f"transfer-dense-T-{seed}", "T", seed, t)
+    _transfer_run(root, "transfer-dense-S-adv", "S", 100, 0.70, adversarial=True)
+    finds = {
+        ("unstructured", False, 0): _find_run(root, "find-u0", 0, [0.9, 0.89, 0.85], ra=[0.0, 0.01, 0.02]),
+        ("unstructured", False, 1): _find_run(root, "find-u1", 1, [0.9, 0.91, 0.87], ra=[0.0, 0.03, 0.00]),
+        ("unstructured", True, 0): _find_run(root, "find-r0", 100, [0.8, 0.86, 0.84], adversarial=True,
+                                             ra=[0.5, 0.45, 0.40]),
+        ("unstructured", True, 1): _find_run(root, "find-r1", 101, [0.8, 0.88, 0.84], adversarial=True,
+                                             ra=[0.5, 0.47, 0.42]),
+    }
+    for i in (0, 1):
+        masks = {1: _mask(700 + i, 0.5), 2: _mask(800 + i, 0.75)}  # identical in both kinds: training moved nothing
+        finds[("channel", False, i)] = _find_run(root, f"find-c{i}", 200 + i, [0.9, 0.8, 0.7], pattern="channel",
+                                                 masks=masks)
+        finds[("channel", True, i)] = _find_run(root, f"find-cr{i}", 300 + i, [0.8, 0.7, 0.6], pattern="channel",
+                                                adversarial=True, masks=masks)
+    # transfers to T: robust − standard = +0.02, +0.01 (level 1), +0.03, 0.00 (level 2) for unstructured
+    scores = {("unstructured", False): {1: (0.78, 0.80), 2: (0.75, 0.77)},
+              ("unstructured", True): {1: (0.80, 0.81), 2: (0.78, 0.77)},
+              ("channel", False): {1: (0.70, 0.71), 2: (0.60, 0.62)}}
+    for (pattern, robust), by_level in scores.items():
+        for level, pair in by_level.items():
+            for seed, score in enumerate(pair):
+                src = finds[(pattern, robust, seed)]
+                _transfer_run(root, f"transfer-{pattern}-{int(robust)}-{level}-{seed}", "T", seed, score,
+                              ticket_path=src / f"level-{level:02d}" / "ticket.safetensors",
+                              checksum=_checksum(src, level), sparsity=0.5 if level == 1 else 0.75,
+                              ticket_meta={"level": level})
+    # a 2:4 ticket that no find run of the folder drew: pattern from the file, robustness from the transfer's record
+    lone = tmp_path / "lone.safetensors"
+    nm = Mask({"w": __import__("torch").tensor([[1, 1, 0, 0] * 2] * 4, dtype=__import__("torch").bool)})
+    save_ticket(lone, Ticket(nm, {"model": "m", "source_task": "S", "method": "imp", "level": 1,
+                                  "pattern": {"name": "nm", "options": "2:4"}}))
+    from tickets.study.report.collect import ticket_header
+
+    _transfer_run(root, "transfer-nm", "T", 0, 0.79, ticket_path=lone, checksum=ticket_header(lone)["checksum"],
+                  sparsity=0.5, ticket_meta={"adversarial": ADV, "level": 1})
+    return root
+
+
+def test_collect_tells_patterns_and_robust_tickets_apart(pattern_runs):
+    from tickets.study.report.collect import collect
+
+    ctx = collect(pattern_runs)
+    rows = ctx["rows"]
+    kinds = {(r["kind"], r["method"], r["target"]) for r in rows}
+    assert ("dense-adversarial", None, "S") in kinds  # the adversarial dense run is no standard baseline
+    assert sum(r["kind"] == "dense" and r["target"] == "S" for r in rows) == 2
+    for label in ("imp", "imp robust", "imp channel", "imp channel robust"):
+        assert ("find", label, "S") in kinds and ("transfer", label, "T") in kinds
+    assert ("transfer", "imp nm:2:4 robust", "T") in kinds
+    by = {(r["method"], r["kind"]): r for r in rows if r["kind"] in ("find", "transfer")}
+    assert by[("imp channel robust", "transfer")]["pattern"] == "channel"
+    assert by[("imp channel robust", "transfer")]["robust"] is True and by[("imp", "transfer")]["robust"] is False
+    # one channel transfer run serves both kinds (the same mask): same run, same score, two rows
+    shared = [r for r in rows if r["run"] == "transfer-channel-0-1-0"]
+    assert sorted(r["method"] for r in shared) == ["imp channel", "imp channel robust"]
+    assert len({r["score"] for r in shared}) == 1
+    robust_find = [r for r in rows if r["method"] == "imp robust" and r["kind"] == "find" and r["level"] == 1]
+    assert sorted(r["robust_accuracy"] for r in robust_find) == [0.45, 0.47]
+    assert {t["method"] for t in ctx["tickets"]} == {"imp", "imp robust", "imp channel", "imp channel robust"}
+
+
+def test_robust_vs_standard_pairs_cells(pattern_runs):
+    from tickets.study.report.collect import collect
+    from tickets.study.report.patterns import pattern_summary, robust_vs_standard
+
+    recs = {(r["pattern"], r["target"]): r for r in robust_vs_standard(collect(pattern_runs)["rows"])}
+    u = recs[("unstructured", "T")]
+    assert [round(c["diff"], 6) for c in u["cells"]] == [0.02, 0.01, 0.03, 0.0]
+    assert u["mean_diff"] == pytest.approx(0.015)
+    diffs = [0.02, 0.01, 0.03, 0.0]
+    sd = math.sqrt(sum((d - 0.015) ** 2 for d in diffs) / 3)
+    assert u["sd"] == pytest.approx(sd) and u["se"] == pytest.approx(sd / 2)
+    assert (u["robust_wins"], u["standard_wins"], u["ties"]) == (3, 0, 1)
+    assert u["verdict"] == "robust ahead" and u["mean_diff"] > 2 * u["se"]
+    c = recs[("channel", "T")]
+    assert c["same_ticket"] == 4 and c["ties"] == 4 and c["verdict"] == "no clear difference"
+    own = recs[("unstructured", "S")]  # different seeds per kind on the source task: paired by seed order
+    assert own["own_task"] and [(x["seed_standard"], x["seed_robust"]) for x in own["cells"]][:2] == [(0, 100),
+                                                                                                      (1, 101)]
+    assert [round(x["diff"], 6) for x in own["cells"]] == [-0.03, -0.03, -0.01, -0.03]
+    assert ("nm:2:4", "T") not in recs  # robust only: nothing to pair with
+    summary = {s["pattern"]: s for s in pattern_summary(list(recs.values()))}
+    assert set(summary) == {"unstructured", "channel"}  # own-task records are not transfer evidence
+    assert summary["unstructured"]["n"] == 4 and summary["unstructured"]["targets"][0]["target"] == "T"
+
+
+def test_latency_interpolation():
+    from tickets.study.report.patterns import latency_at
+
+    recs = [{"model": "m", "pattern": "channel", "variant": "compact", "sparsity": s, "engine": "eager", "batch": 64,
+             "threads": 1, "speedup_vs_dense": sp} for s, sp in ((0.5, 2.0), (0.75, 4.0))]
+    recs += [{"model": "m", "pattern": "channel", "variant": "masked", "sparsity": 0.5, "engine": "eager",
+              "batch": 64, "threads": 1, "speedup_vs_dense": 1.0},
+             {"model": "m", "pattern": "nm:2:4", "variant": "masked", "sparsity": 0.5, "engine": "eager", "batch": 64,
+              "threads": 1, "speedup_vs_dense": 0.8}]
+    at = latency_at(recs, "m", "channel", 0.5)
+    assert at == {"relative_latency": 0.5, "variant": "compact", "interpolated": False, "extrapolated": False}
+    assert latency_at(recs, "m", "channel", 0.25)["relative_latency"] == pytest.approx(0.75)  # halfway to dense
+    assert latency_at(recs, "m", "channel", 0.625)["relative_latency"] == pytest.approx(0.375)
+    far = latency_at(recs, "m", "channel", 0.9)
+    assert far["extrapolated"] and far["relative_latency"] == pytest.approx(0.25)
+    assert latency_at(recs, "m", "nm:2:4", 0.5)["relative_latency"] == pytest.approx(1.25)  # masked: slower
+    assert latency_at(recs, "m", "unstructured", 0.5) is None
+    assert latency_at(recs, "m", "channel", 0.5, batch=1) is None
+
+
+def test_report_patterns_section(pattern_runs, tmp_path):
+    from tickets.study.report import write_report
+
+    out = tmp_path / "rep"
+    report = write_report(pattern_runs, to=out).read_text()
+    assert "## Sparsity patterns: standard vs robust tickets" in report
+    assert "**Do robust tickets transfer better?**" in report
+    assert "- **unstructured** (imp): do robust tickets transfer better? **yes**: robust − standard +1.50 points" in report
+    assert "robust better in 3, standard in 0, 1 ties" in report
+    assert "**channel** (imp): do robust tickets transfer better? **not measurably**" in report
+    assert "4 cells are one run: both kinds drew the same mask" in report
+    assert "No latencies" in report and "![standard vs robust tickets per pattern, m](patterns-m.png)" in report
+    assert (out / "patterns-m.png").stat().st_size > 5000
+    rvs = json.loads((out / "robust_vs_standard.json").read_text())
+    assert len(rvs) == 4 * 2 + 4 * 2  # 4 cells × (unstructured, channel) × (own task, T)
+    # with the benchmark's JSON beside the report: the score-vs-latency figure and table
+    recs = [{"model": "m", "pattern": p, "variant": v, "sparsity": s, "engine": e, "batch": b, "threads": 1,
+             "speedup_vs_dense": sp}
+            for e in ("eager", "onnxruntime") for b in (1, 64)
+            for p, v, s, sp in (("channel", "compact", 0.5, 2.0), ("channel", "compact", 0.75, 4.0),
+                                ("unstructured", "masked", 0.5, 1.0), ("unstructured", "masked", 0.75, 1.0))]
+    (out / "compaction.json").write_text(json.dumps({"meta": {"command": "python benchmarks/compaction.py"},
+                                                     "records": recs}))
+    report = write_report(pattern_runs, to=out).read_text()
+    assert "No latencies" not in report and "(score-vs-latency-m.png)" in report
+    lat = json.loads((out / "score_vs_latency.json").read_text())
+    channel = {round(r["sparsity"], 2): r["relative_latency_eager_b64_t1"] for r in lat if r["pattern"] == "channel"}
+    assert channel == {0.5: pytest.approx(0.5), 0.75: pytest.approx(0.25)}
+    assert all(r["relative_latency_onnxruntime_b1_t1"] == pytest.approx(1.0) for r in lat
+               if r["pattern"] == "unstructured")

@@ -4,6 +4,21 @@
 ``progress.jsonl`` its compute) or any folder of ``find-*`` / ``transfer-*`` run directories. Every finished level
 (``DONE`` + ``metrics.json``) becomes one score row; every ticket of a find run one ticket record. Nothing here
 draws or formats: figures.py and markdown.py take it from here.
+
+**Ticket kinds.** A row's ticket is told apart by its drawing method, its sparsity *pattern* and whether it was
+drawn *robustly* (IMP under adversarial training):
+
+* find runs: ``pattern`` from the run's config (absent: ``unstructured``), ``robust`` when its ``train.adversarial``
+  is set;
+* transfer runs: the find runs of the collection whose ticket has the transferred mask's checksum (the transfer's
+  config names it) give pattern and robustness; without one, the transfer's recorded ticket (``adversarial``) and
+  the ticket file's metadata (``pattern``). Two kinds that drew the *same* mask (a coarse channel ranking that
+  training did not change) share their transfer runs: such a run gives one row per kind.
+
+``method`` in a row is the kind's label — the bare method for unstructured standard tickets (so existing studies
+read as before), else e.g. ``imp channel``, ``imp nm:2:4 robust`` (``labels.kind_label``); ``base_method``,
+``pattern`` and ``robust`` keep the parts. Runs fine-tuned adversarially are kept apart too: a dense run becomes
+kind ``dense-adversarial`` (never a standard dense baseline) and a ticket transfer gets ``adv-ft`` in its label.
 """
 
 from __future__ import annotations
@@ -16,8 +31,10 @@ import yaml
 
 from tickets.errors import TicketsError
 from tickets.fileio import read_json
+from tickets.study.report.labels import kind_label
 
 TICKET_FILE = "ticket.safetensors"
+DEFAULT_PATTERN = "unstructured"
 
 
 def _position(method: str, level: int) -> int:
@@ -29,10 +46,94 @@ def _done_levels(run: Path) -> list[Path]:
     return sorted(d for d in run.glob("level-*") if (d / "DONE").exists() and (d / "metrics.json").exists())
 
 
-def _read_run(run: Path, fraction: float | None, job: dict | None = None) -> tuple[list[dict], list[dict]]:
-    """Rows (scores) and ticket records of one run directory."""
+def _adversarial(config: dict) -> bool:
+    """True when the run trained under adversarial examples (``train.adversarial`` set in its config)."""
+    return bool((config.get("train") or {}).get("adversarial"))
+
+
+def _robust_scores(m: dict) -> dict:
+    """Clean and robust accuracy of a level measured with ``robust_eval`` (None without it)."""
+    r = m.get("robust") if isinstance(m.get("robust"), dict) else {}
+    return {"robust_accuracy": r.get("robust_accuracy"), "robust_clean": r.get("clean_accuracy")}
+
+
+def ticket_header(path: str | Path) -> dict[str, Any]:
+    """The metadata of a ticket file (checksum, ``meta.*`` entries JSON-decoded) from its safetensors header alone;
+    {} when the file is missing or unreadable."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except Exception:  # a missing or foreign file: the caller falls back to what the run recorded
+        return {}
+    out: dict[str, Any] = {"checksum": raw.get("checksum")}
+    for key, value in raw.items():
+        if key.startswith("meta."):
+            try:
+                out[key[5:]] = json.loads(value)
+            except ValueError:
+                out[key[5:]] = value
+    return out
+
+
+def _pattern_spec(meta: Any) -> str:
+    """A ticket's pattern record (``Pattern.describe()`` dict, a spec string or None) as a spec: ``nm:2:4``."""
+    if isinstance(meta, dict) and isinstance(meta.get("name"), str):
+        return f"{meta['name']}:{meta['options']}" if meta.get("options") else meta["name"]
+    return meta if isinstance(meta, str) and meta else DEFAULT_PATTERN
+
+
+def _find_ticket_path(path: str | None, run: Path) -> Path | None:
+    """The file a transfer's recorded ticket path names, also when the path was relative to another directory."""
+    if not path:
+        return None
+    p = Path(path)
+    if p.is_file():
+        return p
+    parts = p.parts
+    for i, part in enumerate(parts):  # .../find-<hash>/level-NN/ticket.safetensors, under the run's own --out
+        if part.startswith("find-"):
+            candidate = run.parent.joinpath(*parts[i:])
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _transfer_kinds(run: Path, config: dict, m: dict, sources: dict[str, list[dict]]) -> list[dict]:
+    """The ticket kinds (method, pattern, robust) a transfer run's ticket belongs to (see the module docstring)."""
+    t = m.get("ticket") or {}
+    checksum = (config.get("ticket") or {}).get("checksum") or t.get("checksum")
+    found = sources.get(checksum) if checksum else None
+    if found:
+        kinds = {(k["method"], k["pattern"], k["robust"]): k for k in found}
+        return [kinds[key] for key in sorted(kinds, key=str)]
+    method = t.get("method", "")
+    robust = bool(t.get("adversarial")) if "adversarial" in t else None
+    pattern = None
+    path = _find_ticket_path(t.get("path"), run)
+    if path is not None:
+        find_config = path.parent.parent / "config.yaml"
+        if find_config.is_file():
+            fc = yaml.safe_load(find_config.read_text()) or {}
+            pattern = fc.get("pattern") or DEFAULT_PATTERN
+            robust = _adversarial(fc) if robust is None else robust
+        else:
+            header = ticket_header(path)
+            pattern = _pattern_spec(header.get("pattern"))
+            if robust is None and "adversarial" in header:
+                robust = bool(header["adversarial"])
+    return [{"method": method, "pattern": pattern or DEFAULT_PATTERN, "robust": bool(robust)}]
+
+
+def _read_run(run: Path, fraction: float | None, job: dict | None = None,
+              sources: dict[str, list[dict]] | None = None) -> tuple[list[dict], list[dict]]:
+    """Rows (scores) and ticket records of one run directory. ``sources``: mask checksum → the ticket kinds of the
+    find runs that drew it (filled by the find runs read here)."""
     config = yaml.safe_load((run / "config.yaml").read_text())
+    sources = {} if sources is None else sources
     rows, tickets = [], []
+    adversarial = _adversarial(config)
     for level_dir in _done_levels(run):
         m = read_json(level_dir / "metrics.json")
         metric = m["primary_metric"]
@@ -40,38 +141,54 @@ def _read_run(run: Path, fraction: float | None, job: dict | None = None) -> tup
                 "sparsity": float(m.get("sparsity", 0.0)), "run": run.name,
                 "train_size": config["data"].get("train_size"), "fraction": fraction,
                 "train_seconds": float(m.get("train_seconds") or 0.0),
-                "degenerate": m["test"].get("degenerate")}
+                "degenerate": m["test"].get("degenerate"), **_robust_scores(m)}
         if run.name.startswith("find-"):
             method = config["method"]
+            pattern = config.get("pattern") or DEFAULT_PATTERN
+            kind = {"base_method": method, "pattern": pattern, "robust": adversarial,
+                    "method": kind_label(method, pattern, adversarial)}
             pos = _position(method, m["level"])
             if pos == 0:  # IMP's dense level: kept as a fallback baseline
-                rows.append({**base, "kind": "find-dense", "source": None, "method": None,
-                             "target": config["task"], "level": 0})
+                rows.append({**base, "kind": "find-dense", "source": None, "method": None, "base_method": None,
+                             "pattern": None, "robust": adversarial, "target": config["task"], "level": 0})
                 continue
-            rows.append({**base, "kind": "find", "source": config["task"], "method": method,
-                         "target": config["task"], "level": pos})
-            tickets.append({"model": config["model"], "source": config["task"], "method": method, "level": pos,
+            rows.append({**base, **kind, "kind": "find", "source": config["task"], "target": config["task"],
+                         "level": pos})
+            path = level_dir / TICKET_FILE
+            tickets.append({"model": config["model"], "source": config["task"], "method": kind["method"],
+                            "base_method": method, "pattern": pattern, "robust": adversarial, "level": pos,
                             "seed": config["seed"], "sparsity": base["sparsity"],
-                            "path": str(level_dir / TICKET_FILE), "report": m.get("sparsity_report")})
+                            "path": str(path), "report": m.get("sparsity_report")})
+            checksum = ticket_header(path).get("checksum")
+            if checksum:
+                entry = {"method": method, "pattern": pattern, "robust": adversarial}
+                if entry not in sources.setdefault(checksum, []):
+                    sources[checksum].append(entry)
         else:
             t = m.get("ticket")
             if t is None:
-                rows.append({**base, "kind": "dense", "source": None, "method": None, "target": config["task"],
-                             "level": 0})
+                rows.append({**base, "kind": "dense-adversarial" if adversarial else "dense", "source": None,
+                             "method": None, "base_method": None, "pattern": None, "robust": None,
+                             "target": config["task"], "level": 0})
             else:
                 level = job["level"] if job and job.get("level") else _position(t.get("method", ""),
                                                                                 int(t.get("level", 0)))
-                rows.append({**base, "kind": "transfer", "source": t.get("source_task"), "method": t.get("method"),
-                             "target": config["task"], "level": level})
+                for k in _transfer_kinds(run, config, m, sources):
+                    rows.append({**base, "kind": "transfer", "source": t.get("source_task"),
+                                 "method": kind_label(k["method"], k["pattern"], k["robust"], adversarial),
+                                 "base_method": k["method"], "pattern": k["pattern"], "robust": k["robust"],
+                                 "target": config["task"], "level": level})
     return rows, tickets
 
 
 def collect(directory: str | Path) -> dict[str, Any]:
     """Everything a report needs from ``directory`` (a study folder or a folder of runs), as one dict:
 
-    ``rows`` (one per finished level: model, kind "dense" | "find" | "transfer", source, method, target, fraction,
-    level = schedule position, sparsity, seed, metric, score (test), train_size, train_seconds, run), ``tickets``
-    (one per ticket of a find run: model, source, method, level, seed, sparsity, path, report), ``configs``
+    ``rows`` (one per finished level: model, kind "dense" | "dense-adversarial" | "find" | "transfer", source,
+    method (the ticket kind's label), base_method, pattern, robust, target, fraction, level = schedule position,
+    sparsity, seed, metric, score (test), robust_accuracy / robust_clean (with ``robust_eval``, else None),
+    train_size, train_seconds, run), ``tickets`` (one per ticket of a find run: model, source, method (label),
+    base_method, pattern, robust, level, seed, sparsity, path, report), ``configs
     (run name → config.yaml), and the study's ``name``, ``description``, ``seeds``, ``models``, ``progress``
     (progress.jsonl records; empty without a study). Raises TicketsError when ``directory`` is not a directory
     or holds no finished level."""
@@ -103,16 +220,19 @@ def collect(directory: str | Path) -> dict[str, Any]:
     if not entries:
         raise TicketsError(f"no finished runs in {directory}: run the study first (`tickets run EXPERIMENT.yaml`)")
     rows, tickets, configs = [], [], {}
-    for run, fraction, job in entries:
-        r, t = _read_run(run, fraction, job)
+    sources: dict[str, list[dict]] = {}
+    # find runs first: the transfers' ticket kinds are looked up by mask checksum among their tickets
+    for run, fraction, job in sorted(entries, key=lambda e: not e[0].name.startswith("find-")):
+        r, t = _read_run(run, fraction, job, sources)
         rows += r
         tickets += t
         configs[run.name] = yaml.safe_load((run / "config.yaml").read_text())
     _fill_fractions(rows)
     dense_keys = {(r["model"], r["target"], r["fraction"]) for r in rows if r["kind"] == "dense"}
-    for r in rows:  # without dense runs, IMP's own dense level is the baseline
+    for r in rows:  # without dense runs, IMP's own dense level is the baseline (an adversarial one is kept apart)
         if r["kind"] == "find-dense" and (r["model"], r["target"], r["fraction"]) not in dense_keys:
-            r["kind"] = "dense"
+            r["kind"] = "dense-adversarial" if r["robust"] else "dense"
+            r["robust"] = None
     rows = [r for r in rows if r["kind"] != "find-dense"]
     if not rows:
         raise TicketsError(f"no finished levels in the runs of {directory}: wait for the study to finish a level")

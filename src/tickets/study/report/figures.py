@@ -418,3 +418,194 @@ def overlap_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[di
         name = f"overlap-{slug(model)}.png"
         _emit(fig, out, name, f"ticket overlap, {model}", files, md)
     return files, md, records
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sparsity patterns: standard vs robust tickets, score vs measured latency
+# ----------------------------------------------------------------------------------------------------------------
+_KIND_STYLE = {False: dict(color="#1f77b4", ls="-", marker="o"), True: dict(color="#d62728", ls="--", marker="s")}
+
+
+def _targets_in_order(rows: list[dict], model: str) -> list[str]:
+    """Source tasks (tickets drawn there) first, then the other targets by name."""
+    sources = {r["source"] for r in rows if r["model"] == model and r["kind"] == "find"}
+    targets = {r["target"] for r in rows if r["model"] == model and r["kind"] in ("find", "transfer")}
+    return sorted(targets, key=lambda t: (t not in sources, t))
+
+
+def _adversarial_dense(rows: list[dict]) -> dict[tuple, Any]:
+    from tickets.study.matching import Stat
+
+    groups: dict[tuple, dict[int, float]] = {}
+    for r in rows:
+        if r["kind"] == "dense-adversarial":
+            groups.setdefault((r["model"], r["target"], r["fraction"]), {})[r["seed"]] = r["score"]
+    return {k: Stat.of(list(v.values()), list(v)) for k, v in groups.items()}
+
+
+def pattern_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict]]:
+    """Score vs sparsity per pattern (rows) and target task (columns), standard vs robust tickets side by side:
+    one figure per model × data fraction. Records: one per curve point (kind "standard" | "robust")."""
+    from tickets.study.report.labels import pattern_name
+    from tickets.study.report.patterns import kind_parts, patterns_in
+
+    rows = ctx["rows"]
+    dense = dense_baselines(rows)
+    adv_dense = _adversarial_dense(rows)
+    curves = ticket_curves(rows)
+    parts = kind_parts(rows)
+    robust_acc: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r["kind"] == "find" and r.get("robust_accuracy") is not None:
+            robust_acc.setdefault((r["model"], r["method"], r["fraction"], r["level"]), []).append(
+                r["robust_accuracy"])
+    files, md, records = [], [], []
+    plt = _plt()
+    for model, fraction in sorted({(k[0], k[2]) for k in curves}, key=lambda mf: (mf[0], -mf[1])):
+        mrows = [r for r in rows if r["model"] == model]
+        pats = patterns_in(mrows)
+        targets = _targets_in_order(mrows, model)
+        fig, axes = plt.subplots(len(pats), len(targets), figsize=(3.9 * len(targets), 3.1 * len(pats)),
+                                 dpi=110, squeeze=False)
+        for i, pattern in enumerate(pats):
+            for j, target in enumerate(targets):
+                ax = axes[i, j]
+                d = dense.get((model, target, fraction))
+                series, styles, metric = {}, {}, None
+                for (m_, t_, f_, source, label), pts in curves.items():
+                    if (m_, t_, f_) != (model, target, fraction) or label not in parts:
+                        continue
+                    method, pat, robust = parts[label]
+                    if pat != pattern or "adv-ft" in label:
+                        continue
+                    metric = pts[0]["metric"]
+                    s = score_scale(metric)
+                    higher = higher_is_better(metric)
+                    name = f"{'robust' if robust else 'standard'} {method}" + ("" if source == target else
+                                                                              f" from {source}")
+                    series[name] = [(p["sparsity"], p["score"].mean * s, p["score"].std * s,
+                                     None if d is None else is_matching(p["score"].mean, d, higher)) for p in pts]
+                    styles[name] = dict(_KIND_STYLE[robust])
+                    for p in pts:
+                        ra = robust_acc.get((model, label, fraction, p["level"])) if source == target else None
+                        records.append({"model": model, "fraction": fraction, "pattern": pattern, "target": target,
+                                        "source": source, "method": method,
+                                        "kind": "robust" if robust else "standard", "level": p["level"],
+                                        "sparsity": p["sparsity"], "mean": p["score"].mean, "std": p["score"].std,
+                                        "n": p["score"].n, "seeds": p["score"].seeds,
+                                        "robust_accuracy": None if not ra else sum(ra) / len(ra),
+                                        "matching": None if d is None else is_matching(p["score"].mean, d, higher)})
+                s = score_scale(metric or "accuracy")
+                _draw_curves(ax, series, None if d is None else (d.mean * s, d.std * s), styles,
+                             dense_label="dense, fine-tuned (±1 sd)")
+                a = adv_dense.get((model, target, fraction))
+                if a is not None:
+                    ax.axhline(a.mean * s, color=_KIND_STYLE[True]["color"], lw=1, ls=":",
+                               label="dense, adversarially fine-tuned")
+                pts_all = [p[0] for pts in series.values() for p in pts]
+                if pts_all:
+                    _density_axis(ax, pts_all)
+                ax.set_title(f"{pattern_name(pattern)} · {target}", fontsize=9)
+                if j == 0:
+                    ax.set_ylabel(score_unit(metric or "accuracy"), fontsize=8)
+                ax.grid(alpha=0.3)
+                ax.tick_params(labelsize=7)
+                ax.xaxis.label.set_size(7)
+                if series:
+                    ax.legend(fontsize=6, loc="best")
+        fig.suptitle(f"{model}: standard vs robust tickets per pattern (rows) and task (columns)\n"
+                     f"mean ± sd over seeds{'' if fraction == 1.0 else f', {fraction:g} of the training data'}; "
+                     "hollow = not matching; robust = IMP under adversarial training\n(on the task they were drawn "
+                     "on, robust tickets are scored after adversarial fine-tuning)", fontsize=8.5)
+        fig.tight_layout()
+        name = f"patterns-{slug(model, '' if fraction == 1.0 else f'f{fraction:g}')}.png"
+        _emit(fig, out, name, f"standard vs robust tickets per pattern, {model}", files, md)
+    return files, md, records
+
+
+def latency_figures(ctx: dict, out: Path, latency: dict | None) -> tuple[list[str], list[str], list[dict]]:
+    """Score vs measured relative latency (benchmarks/compaction.py; eager, batch 64, 1 thread on the x axis), one
+    panel per target task, every ticket kind a line (colour: pattern; dashed: robust). Nothing without
+    ``latency`` or when the benchmark has no point for the study's models."""
+    from tickets.study.report.labels import pattern_name
+    from tickets.study.report.patterns import LATENCY_SETTING, kind_parts, latency_at, patterns_in
+
+    if not latency:
+        return [], [], []
+    recs = latency["records"]
+    rows = ctx["rows"]
+    dense = dense_baselines(rows)
+    curves = ticket_curves(rows)
+    parts = kind_parts(rows)
+    settings = {"eager_b64_t1": ("eager", 64, 1), "onnxruntime_b64_t1": ("onnxruntime", 64, 1),
+                "eager_b1_t1": ("eager", 1, 1), "onnxruntime_b1_t1": ("onnxruntime", 1, 1)}
+    files, md, records = [], [], []
+    plt = _plt()
+    for model, fraction in sorted({(k[0], k[2]) for k in curves}, key=lambda mf: (mf[0], -mf[1])):
+        mrows = [r for r in rows if r["model"] == model]
+        pats = patterns_in(mrows)
+        colours = {p: _COLOURS[(i + 2) % len(_COLOURS)] for i, p in enumerate(pats)}
+        targets = _targets_in_order(mrows, model)
+        drawn = False
+        ncols = _grid_cols(len(targets))
+        nrows = math.ceil(len(targets) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), dpi=110, squeeze=False)
+        for ax in axes.flat[len(targets):]:
+            ax.set_visible(False)
+        for ax, target in zip(axes.flat, targets):
+            metric = None
+            for (m_, t_, f_, source, label), pts in sorted(curves.items(), key=lambda kv: str(kv[0])):
+                if (m_, t_, f_) != (model, target, fraction) or label not in parts or "adv-ft" in label:
+                    continue
+                method, pattern, robust = parts[label]
+                metric = pts[0]["metric"]
+                s = score_scale(metric)
+                xs, ys, es = [], [], []
+                for p in pts:
+                    rel = {k: latency_at(recs, model, pattern, p["sparsity"], engine=e, batch=b, threads=t)
+                           for k, (e, b, t) in settings.items()}
+                    main = rel["eager_b64_t1"]
+                    records.append({"model": model, "target": target, "fraction": fraction, "ticket": label,
+                                    "source": source, "pattern": pattern, "robust": robust, "level": p["level"],
+                                    "sparsity": p["sparsity"], "mean": p["score"].mean, "std": p["score"].std,
+                                    "n": p["score"].n,
+                                    **{f"relative_latency_{k}": None if v is None else v["relative_latency"]
+                                       for k, v in rel.items()},
+                                    "latency_variant": None if main is None else main["variant"],
+                                    "interpolated": None if main is None else main["interpolated"],
+                                    "extrapolated": None if main is None else main["extrapolated"]})
+                    if main is not None:
+                        xs.append(main["relative_latency"])
+                        ys.append(p["score"].mean * s)
+                        es.append(p["score"].std * s)
+                if xs:
+                    drawn = True
+                    ax.errorbar(xs, ys, yerr=es, color=colours[pattern], ls="--" if robust else "-",
+                                marker="s" if robust else "o", mfc="white" if robust else colours[pattern], ms=5,
+                                capsize=2, lw=1.2, label=f"{pattern_name(pattern)} {'robust' if robust else 'standard'}")
+            d = dense.get((model, target, fraction))
+            s = score_scale(metric or "accuracy")
+            if d is not None:
+                ax.errorbar([1.0], [d.mean * s], yerr=[d.std * s], color="black", marker="*", ms=9, ls="none",
+                            capsize=2, label="dense")
+            ax.set_xlabel(f"latency / dense latency ({LATENCY_SETTING['engine']}, batch {LATENCY_SETTING['batch']}, "
+                          f"{LATENCY_SETTING['threads']} thread, measured)", fontsize=7)
+            ax.set_ylabel(score_unit(metric or "accuracy"), fontsize=8)
+            ax.set_title(target, fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=6, loc="best")
+        if not drawn:
+            import matplotlib.pyplot as mplt
+
+            mplt.close(fig)
+            continue
+        fig.suptitle(f"{model}: test score vs measured CPU latency of the ticket's deployable model"
+                     f"{'' if fraction == 1.0 else f', {fraction:g} of the data'}\n"
+                     "channel: the compacted model; unstructured and 2:4: the masked model (no sparse CPU kernel)\n"
+                     "latency: benchmarks/compaction.py, interpolated in sparsity between its measured tickets",
+                     fontsize=8.5)
+        fig.tight_layout()
+        name = f"score-vs-latency-{slug(model, '' if fraction == 1.0 else f'f{fraction:g}')}.png"
+        _emit(fig, out, name, f"score vs measured latency, {model}", files, md)
+    return files, md, records

@@ -39,6 +39,28 @@ def format_fraction(f: float) -> str:
     return "all" if f == 1.0 else f"{f:g}"
 
 
+def kind_label(method: str, pattern: str | None = None, robust: bool | None = False,
+               adversarial_finetune: bool = False) -> str:
+    """The label of a ticket kind: the method, then the pattern unless unstructured, then "robust" for tickets
+    drawn under adversarial training and "adv-ft" for adversarial fine-tuning: "imp", "imp channel",
+    "imp nm:2:4 robust"."""
+    parts = [method]
+    if pattern and pattern != "unstructured":
+        parts.append(pattern)
+    if robust:
+        parts.append("robust")
+    if adversarial_finetune:
+        parts.append("adv-ft")
+    return " ".join(parts)
+
+
+def pattern_name(pattern: str | None) -> str:
+    """How a pattern is written in prose: "unstructured", "channel", "2:4" (for nm:2:4)."""
+    if not pattern:
+        return "unstructured"
+    return pattern[3:] if pattern.startswith("nm:") else pattern
+
+
 def ticket_label(source: str, target: str, method: str) -> str:
     """"imp (own task)" for a ticket drawn on the target, else "imp from <source>"."""
     return f"{method} (own task)" if source == target else f"{method} from {source}"

@@ -7,7 +7,11 @@ the data behind every figure and table as CSV + JSON (``tickets.fileio.write_row
 * the highest matching sparsity table (both criteria, see ``tickets.study.matching``);
 * the transfer matrix (source task → target task) as heatmaps, one panel per sparsity;
 * per-layer sparsity of the tickets;
-* the overlap (IoU of kept weights) between tickets drawn on different tasks / by different methods / seeds.
+* the overlap (IoU of kept weights) between tickets drawn on different tasks / by different methods / seeds;
+* when the study holds several sparsity patterns or robust tickets (``patterns.has_kinds``): score vs sparsity per
+  pattern with standard and robust tickets side by side, robust − standard per pattern and target with a verdict,
+  the highest matching sparsity per pattern × kind × target, robust accuracy on the source task, and score vs the
+  latency ``benchmarks/compaction.py`` measured (its JSON, looked up by ``patterns.find_latency_file``).
 
 ``markdown_table`` is also ``tickets demo``'s.
 """
@@ -26,8 +30,30 @@ from tickets.study.matching import (
     transfer_vs_own,
 )
 from tickets.study.report.collect import collect
-from tickets.study.report.figures import curve_figures, layer_figures, matrix_figures, overlap_figures
-from tickets.study.report.labels import format_fraction, format_pct, format_pm, score_scale, ticket_label
+from tickets.study.report.figures import (
+    curve_figures,
+    latency_figures,
+    layer_figures,
+    matrix_figures,
+    overlap_figures,
+    pattern_figures,
+)
+from tickets.study.report.labels import (
+    format_fraction,
+    format_pct,
+    format_pm,
+    pattern_name,
+    score_scale,
+    ticket_label,
+)
+from tickets.study.report.patterns import (
+    find_latency_file,
+    has_kinds,
+    kind_parts,
+    load_latency,
+    pattern_summary,
+    robust_vs_standard,
+)
 
 PRESET_TEXT = {
     "cnn": "every conv weight except the stem",
@@ -190,8 +216,146 @@ def _findings(ctx: dict, table: list[dict], vs_own: list[dict], overlap: list[di
     return lines
 
 
-def write_report(directory: str | Path, *, to: str | Path | None = None) -> Path:
-    """Write ``report.md`` + PNGs + CSV/JSON for the study or runs in ``directory`` (into ``to`` if given)."""
+def _signed(x: float, metric: str) -> str:
+    return f"{x * score_scale(metric):+.2f}"
+
+
+def pattern_headlines(summary: list[dict], metric_of) -> list[str]:
+    """One bullet per pattern: do robust tickets transfer better at this scale? (``pattern_summary`` records)."""
+    lines = []
+    for p in summary:
+        metric = metric_of(p)
+        per = "; ".join(f"{t['target']} {_signed(t['mean_diff'], metric)} ({t['robust_wins']}–{t['standard_wins']})"
+                        for t in p["targets"])
+        se = "" if p["se"] is None else f", standard error {p['se'] * score_scale(metric):.2f}"
+        answer = {"robust ahead": "**yes**", "standard ahead": "**no — standard tickets transfer better**",
+                  "no clear difference": "**not measurably**"}[p["verdict"]]
+        data = "" if p["fraction"] == 1.0 else f", {p['fraction']:g} of the data"
+        ties = f", {p['ties']} ties" if p["ties"] else ""
+        if p["same_ticket"]:
+            ties += f" ({p['same_ticket']} cells are one run: both kinds drew the same mask)"
+        lines.append(f"- **{pattern_name(p['pattern'])}** ({p['method']}{data}): do robust tickets transfer better? "
+                     f"{answer}: robust − standard {_signed(p['mean_diff'], metric)} points on average over {p['n']} "
+                     f"paired cells (targets × levels × seeds{se}); robust better in {p['robust_wins']}, standard in "
+                     f"{p['standard_wins']}{ties}. Per target (mean, robust–standard wins): {per}.")
+    return lines
+
+
+def _pattern_section(ctx: dict, out: Path, latency_file: Path | None) -> tuple[list[str], list[str], list[str],
+                                                                              list[str]]:
+    """The patterns section: (markdown lines, PNG names, data file names, headline bullets)."""
+    rows = ctx["rows"]
+    pngs, data_files = [], []
+    records = robust_vs_standard(rows)
+    summary = pattern_summary(records)
+    fig_png, fig_md, fig_rec = pattern_figures(ctx, out)
+    pngs += fig_png
+    data_files += _data_files(out, "pattern_curves", fig_rec)
+    data_files += _data_files(out, "robust_vs_standard", [{**{k: v for k, v in r.items() if k != "cells"}, **c}
+                                                          for r in records for c in r["cells"]])
+    data_files += _data_files(out, "pattern_summary", [{k: v for k, v in r.items() if k != "targets"}
+                                                       for r in summary])
+
+    def metric_of(rec: dict) -> str:
+        return next((r["metric"] for r in rows if r["model"] == rec["model"]), "accuracy")
+
+    headlines = pattern_headlines(summary, metric_of)
+    lines = ["## Sparsity patterns: standard vs robust tickets", "",
+             "Tickets of each pattern, drawn by plain IMP (*standard*) and by IMP under adversarial training "
+             "(*robust*), scored on every task. Robust − standard is taken in paired cells: the same schedule "
+             "position and the i-th fine-tuning seed of each kind (transfers share their seeds); positive = the "
+             "robust ticket is better. A verdict needs the mean difference beyond two standard errors (cells of one "
+             "IMP lineage are correlated, so this is a rough guide). On the task the tickets were drawn on, robust "
+             "tickets were themselves trained adversarially, so their clean score there is not a transfer "
+             "result.", ""]
+    if headlines:
+        lines += ["**Do robust tickets transfer better?**", ""] + headlines + [""]
+    lines += fig_md + [""]
+    tab = []
+    for r in records:
+        tab.append([r["model"], pattern_name(r["pattern"]), r["method"],
+                    r["target"] + (" (own task)" if r["own_task"] else ""), format_fraction(r["fraction"]),
+                    r["n"], _signed(r["mean_diff"], r["metric"]), f"{r['sd'] * score_scale(r['metric']):.2f}",
+                    f"{r['robust_wins']} / {r['standard_wins']} / {r['ties']}", r["same_ticket"], r["verdict"]])
+    if tab:
+        lines += ["Robust − standard per pattern and task (points; mean and sd over cells = levels × seeds):", "",
+                  markdown_table(["model", "pattern", "method", "task", "data", "cells", "mean", "sd",
+                                  "robust / standard wins / ties", "same mask", "verdict"], tab), ""]
+    parts = kind_parts(rows)
+    table = [r for r in highest_matching_table(rows) if r["method"] in parts and "adv-ft" not in r["method"]]
+    if table:
+        lines += ["Highest matching sparsity per pattern × kind × task (within 1 sd of dense / at least the dense "
+                  "mean; — none):", "",
+                  markdown_table(["model", "pattern", "kind", "task", "data", "highest matching (1 sd)",
+                                  "highest ≥ dense", "tested up to"],
+                                 [[r["model"], pattern_name(parts[r["method"]][1]),
+                                   f"{'robust' if parts[r['method']][2] else 'standard'} {parts[r['method']][0]}",
+                                   r["target"] + ("" if r["source"] != r["target"] else " (own task)"),
+                                   format_fraction(r["fraction"]),
+                                   format_pct(r["within_1sd"] and r["within_1sd"]["sparsity"]),
+                                   format_pct(r["at_least_dense"] and r["at_least_dense"]["sparsity"]),
+                                   format_pct(r["max_sparsity"])]
+                                  for r in sorted(table, key=lambda r: (r["model"], r["target"] != r["source"],
+                                                                        r["target"], parts[r["method"]][1] !=
+                                                                        "unstructured", parts[r["method"]][1],
+                                                                        parts[r["method"]][2]))]), ""]
+    ra = [r for r in fig_rec if r["robust_accuracy"] is not None]
+    if ra:
+        lines += ["Robust accuracy on the task the tickets were drawn on (robust_eval after each find level; clean "
+                  "= the level's test score):", "",
+                  markdown_table(["model", "pattern", "kind", "task", "sparsity", "clean", "robust"],
+                                 [[r["model"], pattern_name(r["pattern"]), f"{r['kind']} {r['method']}",
+                                   r["target"], format_pct(r["sparsity"]),
+                                   f"{100 * r['mean']:.1f}", f"{100 * r['robust_accuracy']:.1f}"] for r in ra]), ""]
+    latency = None
+    if latency_file is not None:
+        try:
+            latency = load_latency(latency_file)
+        except (OSError, ValueError) as exc:
+            lines += [f"Score vs latency: the compaction benchmark's file {latency_file} could not be read ({exc}).",
+                      ""]
+    lat_png, lat_md, lat_rec = latency_figures(ctx, out, latency)
+    pngs += lat_png
+    if lat_rec:
+        data_files += _data_files(out, "score_vs_latency", lat_rec)
+    lines += ["### Score vs measured latency", ""]
+    if latency is None and latency_file is None:
+        lines += ["No latencies: the compaction benchmark's JSON was not found (run `python benchmarks/"
+                  "compaction.py --json DIR/compaction.json` and put it beside this report, or set "
+                  "$TICKETS_LATENCY_JSON).", ""]
+    elif latency is not None and not lat_md:
+        lines += [f"The compaction benchmark ({latency_file.name}) measured none of this study's models and "
+                  "patterns.", ""]
+    elif latency is not None:
+        meta = latency.get("meta", {})
+        command = f", run as `{meta['command']}`" if meta.get("command") else ""
+        lines += [f"Latencies from `{latency_file.name}` (benchmarks/compaction.py{command}): the median over "
+                  "interleaved rounds "
+                  "of the deployable model's time over the dense model's, measured on CPU — channel tickets "
+                  "compacted (pruned channels removed), unstructured and 2:4 tickets as masked models (no CPU "
+                  "kernel skips their zeros). A ticket's latency is interpolated linearly in sparsity between the "
+                  "benchmark's measured tickets (dense = 1).", ""] + lat_md + [""]
+        seen, tab = set(), []
+        for r in sorted(lat_rec, key=lambda r: (r["model"], r["pattern"] != "unstructured", r["pattern"],
+                                                r["sparsity"])):
+            key = (r["model"], r["pattern"], round(r["sparsity"], 3))
+            if key in seen or r["relative_latency_eager_b64_t1"] is None:
+                continue
+            seen.add(key)
+            tab.append([r["model"], pattern_name(r["pattern"]), format_pct(r["sparsity"])] +
+                       ["—" if r[f"relative_latency_{k}"] is None else f"{r[f'relative_latency_{k}']:.2f}"
+                        for k in ("eager_b64_t1", "onnxruntime_b64_t1", "eager_b1_t1", "onnxruntime_b1_t1")])
+        lines += [markdown_table(["model", "pattern", "ticket sparsity", "eager b64", "onnxruntime b64", "eager b1",
+                                  "onnxruntime b1"], tab), "",
+                  "(latency / dense latency, 1 thread; < 1 is faster)", ""]
+    return lines, pngs, data_files, headlines
+
+
+def write_report(directory: str | Path, *, to: str | Path | None = None, latency: str | Path | None = None) -> Path:
+    """Write ``report.md`` + PNGs + CSV/JSON for the study or runs in ``directory`` (into ``to`` if given).
+
+    ``latency``: the compaction benchmark's JSON for the score-vs-latency figure of a patterns study; default: the
+    first of $TICKETS_LATENCY_JSON, ``to/compaction.json`` and ``directory/compaction.json`` that exists."""
     ctx = collect(directory)
     out = Path(to) if to else Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,9 +364,11 @@ def write_report(directory: str | Path, *, to: str | Path | None = None) -> Path
     vs_own = transfer_vs_own(rows)
     dense = dense_baselines(rows)
 
-    data_files = _data_files(out, "scores", [{k: r[k] for k in ("model", "kind", "source", "method", "target",
-                                                                "fraction", "level", "sparsity", "seed", "metric",
-                                                                "score", "train_size", "run")} for r in rows])
+    data_files = _data_files(out, "scores", [{k: r.get(k) for k in ("model", "kind", "source", "method", "target",
+                                                                    "fraction", "level", "sparsity", "seed", "metric",
+                                                                    "score", "train_size", "run", "base_method",
+                                                                    "pattern", "robust", "robust_accuracy")}
+                                             for r in rows])
     curve_png, curve_md, curve_rec = curve_figures(ctx, out)
     data_files += _data_files(out, "curves", curve_rec)
     data_files += _data_files(out, "highest_matching", table)
@@ -215,11 +381,18 @@ def write_report(directory: str | Path, *, to: str | Path | None = None) -> Path
     overlap_png, overlap_md, overlap_rec = overlap_figures(ctx, out)
     data_files += _data_files(out, "overlap_iou", overlap_rec)
 
+    pattern_lines, pattern_png, headlines = [], [], []
+    if has_kinds(rows):
+        latency_file = find_latency_file(latency, out, directory)
+        pattern_lines, pattern_png, pattern_data, headlines = _pattern_section(ctx, out, latency_file)
+        data_files += pattern_data
+
     lines = [f"# Study: {ctx['name']}", ""]
     if ctx["description"]:
         lines += [ctx["description"].strip(), ""]
     lines += ["## Setup", ""] + _setup_lines(ctx) + [""]
-    findings = _findings(ctx, table, vs_own, overlap_rec)
+    findings = _findings(ctx, table, vs_own, overlap_rec) + [
+        h.replace("- **", "- Patterns, **", 1) for h in headlines]
     if findings:
         lines += ["## At a glance", ""] + findings + [""]
 
@@ -280,6 +453,7 @@ def write_report(directory: str | Path, *, to: str | Path | None = None) -> Path
                                       [f"{lv['diff'] * score_scale(rows_metric(rows, v['model'], v['target'])):+.1f}"
                                        for lv in v["levels"]] +
                                       [f"{v['wins']}/{len(v['levels'])}"] for v in vs_own]), ""]
+    lines += pattern_lines
     if layer_md:
         lines += ["## Per-layer sparsity", "",
                   "Sparsity of each prunable tensor (pruned / weights of that tensor) in the tickets drawn by each "
@@ -307,6 +481,6 @@ def write_report(directory: str | Path, *, to: str | Path | None = None) -> Path
               "scores are `test` in each level's `metrics.json`.", ""]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
-    for png in curve_png + matrix_png + layer_png + overlap_png:
+    for png in curve_png + matrix_png + layer_png + overlap_png + pattern_png:
         assert (out / png).stat().st_size > 0
     return report
