@@ -137,6 +137,11 @@ def test_mask_cache_follows_the_model():
     model.fc = nn.Linear(32, 8)
     with pytest.raises(TicketsError, match="shape"):
         mask.apply_(model)
+    mask["conv.weight"].fill_(True)  # a mask tensor edited in place: the cached masks follow
+    with torch.no_grad():
+        other.conv.weight.fill_(2.0)
+    mask.apply_(other)
+    assert torch.all(other.conv.weight == 2.0)
     dense = Mask.ones_like(other, ["conv.weight"])
     before = other.conv.weight.detach().clone()
     dense.apply_(other)
