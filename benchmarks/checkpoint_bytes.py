@@ -11,12 +11,12 @@ magnitude mask of ``--sparsity`` over the ``bert`` prunable set, and serialises 
   epoch (the format the issue measured at 347 MiB per epoch);
 * ``plain``: model + AdamW state, the best state only when it is not the current epoch, no checkpoint after the
   last epoch (the loop before packing);
-* ``packed``: the same content packed against the level's start weights (``training/callbacks.py``:
-  weights as what changed since the start, AdamW moments as their non-zero entries).
+* ``packed``: the same content with every float tensor stored as its non-zero entries when smaller
+  (``training/callbacks.py``: pruned weights and the AdamW moments of pruned weights and of untouched embedding
+  rows cost a bit each).
 
 Bytes per epoch = all checkpoint bytes of the level / epochs. Packed sizes depend on how much of the embedding
-matrix the training set touches (rows no batch uses keep their start weights and zero moments): the script also
-prints the share of the vocabulary the training subset and the full SST-2 training set use. With ``--verify``
+matrix the training set touches (rows no batch uses keep zero AdamW moments): the script also prints the share of the vocabulary the training subset and the full SST-2 training set use. With ``--verify``
 (default) the packed checkpoint after epoch 0 is resumed in a fresh model and the level must end with the same
 weights, bit for bit, as the uninterrupted run.
 """
@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> None:
 
         def save(ckpt, saved=saved, record=record, pack_cpu=pack_cpu):
             t0 = cpu_seconds()
-            plain = unpack_checkpoint(ckpt, p.theta0)
-            repacked = pack_checkpoint(plain, p.theta0)
+            plain = unpack_checkpoint(ckpt)
+            repacked = pack_checkpoint(plain)
             pack_cpu.append(cpu_seconds() - t0)  # unpack + pack: an upper bound of the packing cost
             record.rows[-1]["plain"] = nbytes(plain)
             record.rows[-1]["packed"] = nbytes(repacked)

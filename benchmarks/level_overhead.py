@@ -58,12 +58,13 @@ def patch(meter: Meter, before: bool):
     import tickets.verbs.level as level
     from tickets.masks import Mask
     from tickets.runs import RunDir
+    import tickets.training.callbacks as callbacks
     from tickets.training.callbacks import CheckpointCallback
 
     saved = [(Mask, "apply_", Mask.apply_), (Mask, "mask_grads_", Mask.mask_grads_), (loop, "evaluate", loop.evaluate),
              (level, "evaluate", level.evaluate), (RunDir, "save_checkpoint", RunDir.save_checkpoint),
              (CheckpointCallback, "on_epoch_end", CheckpointCallback.on_epoch_end),
-             (CheckpointCallback, "wants_start_state", CheckpointCallback.wants_start_state)]
+             (callbacks, "pack_checkpoint", callbacks.pack_checkpoint)]
     apply_, grads_ = (legacy_apply_, legacy_mask_grads_) if before else (Mask.apply_, Mask.mask_grads_)
     Mask.apply_ = meter.timed("mask", apply_)
     Mask.mask_grads_ = meter.timed("mask", grads_)
@@ -71,7 +72,7 @@ def patch(meter: Meter, before: bool):
     loop.evaluate = level.evaluate = meter.timed("eval", evaluate)
     CheckpointCallback.on_epoch_end = meter.timed("checkpoint", CheckpointCallback.on_epoch_end)
     if before:
-        CheckpointCallback.wants_start_state = False  # no start weights: checkpoints stay unpacked
+        callbacks.pack_checkpoint = lambda ckpt: ckpt  # checkpoints stay unpacked
 
     def undo():
         for owner, name, value in saved:

@@ -99,6 +99,47 @@ def test_killed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
         assert clean.levels[level]["test"] == resumed.levels[level]["test"]
 
 
+def test_killed_adamw_run_resumes_bit_for_bit_from_a_packed_checkpoint(tmp_path, monkeypatch):
+    """Epoch checkpoints are packed (issue 11: float tensors as their non-zero entries): a level killed after its
+    second epoch, with AdamW moments and pruned weights in the checkpoint, still ends bit-identical."""
+    train = TrainConfig(epochs=3, batch_size=64, optimizer="adamw", lr=1e-3, lr_schedule="linear")
+
+    def cfg():
+        return FindConfig(model="small-cnn", task="digits-5-9", method="imp", train=train, data=DATA,
+                          schedule=ScheduleConfig(kind="explicit", sparsities=[0.5, 0.75]))
+
+    clean = find_tickets(cfg(), out=tmp_path / "a", device="cpu", progress=False)
+    original = RunDir.save_checkpoint
+    written = []
+
+    def dying_save(self, level, state):
+        original(self, level, state)
+        written.append(torch.load(self.checkpoint_path(level), weights_only=True))
+        if level == 2 and state["epoch"] == 1:
+            raise KeyboardInterrupt  # killed after the second epoch of level 2
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        find_tickets(cfg(), out=tmp_path / "b", device="cpu", progress=False)
+    assert written and all(c["format"] == 2 for c in written)
+    assert any(isinstance(v, dict) for c in written for v in c["model"].values())  # pruned weights packed
+    monkeypatch.setattr(RunDir, "save_checkpoint", original)
+    resumed = find_tickets(cfg(), out=tmp_path / "b", device="cpu", progress=False)
+    events = [e for e in RunDir(tmp_path / "b", "find", read_json(resumed.path / "summary.json")["config"]).events()]
+    assert any(e["event"] == "resume" and e.get("level") == 2 and e["epoch"] == 2 for e in events)
+
+    def untimed(metrics):
+        return {k: v for k, v in metrics.items() if k not in ("train_seconds", "examples_per_second", "history")}
+
+    for level in range(3):
+        a = (clean.path / f"level-{level:02d}" / "ticket.safetensors").read_bytes()
+        b = (resumed.path / f"level-{level:02d}" / "ticket.safetensors").read_bytes()
+        assert a == b, f"level {level} ticket differs after resume"
+        ma, mb = (read_json(r.path / f"level-{level:02d}" / "metrics.json") for r in (clean, resumed))
+        assert untimed(ma) == untimed(mb)
+        assert [h["train_loss"] for h in ma["history"]] == [h["train_loss"] for h in mb["history"]]
+
+
 def test_omp_keeps_the_largest_theta0(tmp_path):
     res = find_tickets(find_cfg("omp"), out=tmp_path, device="cpu", progress=False)
     p = prepare("small-cnn", "digits-5-9", data=DATA)

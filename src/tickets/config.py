@@ -162,9 +162,9 @@ class TrainConfig:
                                       "convolutions on CPUs; results differ in the last bits, so the run hash "
                                       "records it (default off)")
     compile: bool = option(False, since=2,
-                           help="torch.compile the training forward: faster steps after a compile of a minute or "
-                                "more per run; results differ in the last bits, so the run hash records it "
-                                "(default off)")
+                           help="torch.compile the training forward (CNNs; needs a C++ compiler on a CPU): faster "
+                                "steps after a one-off compile per fine-tune (15-35 s of CPU for ResNet-20/56); "
+                                "results differ in the last bits, so the run hash records it (default off)")
     precision: str = option("fp32", since=2, choices=("fp32", "bf16", "fp16"),
                             help="training arithmetic: fp32 (default), bf16 or fp16 autocast (fp16 with loss scaling); "
                                  "weights, masks and evaluation stay float32")

@@ -20,7 +20,6 @@ logger), ``CheckpointCallback`` (epoch checkpoints). Logging sinks (TensorBoard,
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -59,9 +58,6 @@ class LoopState:
     loss_weight: float = 1.0  # the factor the batch's loss is scaled by before backward (data parallel: the share)
     scaler: Any = None  # fp16 training: the GradScaler (its scale is part of every checkpoint)
     desc: str = "train"
-    # the model's state at the start of fine_tune, before any resume (CPU copies); kept only when a callback
-    # sets ``wants_start_state`` (epoch checkpoints store what changed since)
-    start_state: dict[str, torch.Tensor] | None = None
 
     def checkpoint(self) -> dict[str, Any]:
         """What the loop needs to continue after this epoch (callbacks add their own state)."""
@@ -77,7 +73,6 @@ class Callback:
     """Base class: every hook is a no-op. Override what you need (see the module docstring for the order)."""
 
     key: str = ""  # where ``state_dict`` goes in a checkpoint (default: the class name)
-    wants_start_state: bool = False  # True: the loop keeps the start weights in ``LoopState.start_state``
 
     def on_train_begin(self, state: LoopState) -> None: ...
 
@@ -230,18 +225,16 @@ class CheckpointCallback(Callback):
     loop's state, every callback's ``state_dict``, and the selected epoch's weights only when they are not the
     current ones (so an improving run writes one copy of the model per epoch, not two).
 
-    The checkpoint is packed (``pack_checkpoint``): weights are stored as what changed since the start of the
-    fine-tune, optimizer state as its non-zero entries, so pruned weights, their (zero) optimizer moments and
-    embedding rows no batch touched cost one bit each. ``fine_tune(resume=...)`` unpacks it against the same
-    start weights (checked by digest) and continues bit for bit. Figures: ``benchmarks/checkpoint_bytes.py``."""
+    The checkpoint is packed (``pack_checkpoint``): every float tensor is stored as its non-zero entries when that
+    is smaller, so pruned weights, their optimizer moments and the moments of embedding rows no batch touched cost
+    one bit each. ``fine_tune(resume=...)`` unpacks it and continues bit for bit; a packed checkpoint needs
+    nothing but itself. Figures: ``benchmarks/checkpoint_bytes.py``."""
 
     key = "checkpoint"
-    wants_start_state = True
 
     def __init__(self, save: Callable[[dict], None], callbacks: list[Callback]):
         self.save = save
         self.callbacks = callbacks  # whose state_dict goes into the checkpoint
-        self._digest: tuple[int, str] | None = None  # (id of the start state, its digest)
 
     def on_epoch_end(self, state: LoopState, record: dict[str, Any]) -> None:
         last = state.epoch + 1 >= state.cfg.epochs or state.step >= state.total_steps
@@ -250,32 +243,17 @@ class CheckpointCallback(Callback):
         ckpt = state.checkpoint()
         ckpt["best_state"] = None if state.best_epoch == state.epoch else state.best_state
         ckpt["callbacks"] = {cb.state_key: cb.state_dict() for cb in self.callbacks if cb is not self}
-        if state.start_state is not None:
-            if self._digest is None or self._digest[0] != id(state.start_state):
-                self._digest = (id(state.start_state), weights_digest(state.start_state))
-            ckpt = pack_checkpoint(ckpt, state.start_state, digest=self._digest[1])
-        self.save(ckpt)
+        self.save(pack_checkpoint(ckpt))
 
 
 # --------------------------------------------------------------------------------------------------------------
 # packed checkpoints
 # --------------------------------------------------------------------------------------------------------------
 
-CHECKPOINT_FORMAT = 2  # 1 (no "format" key): plain tensors; 2: packed against the start weights
+CHECKPOINT_FORMAT = 2  # 1 (no "format" key): plain tensors; 2: float tensors packed as their non-zero entries
 _PACKED = "__tickets_packed__"
 _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _MIN_PACK = 256  # smaller tensors are stored as they are
-
-
-def weights_digest(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over a state dict's names, dtypes, shapes and bytes (in logical order): which start weights a
-    packed checkpoint was written against."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}|{t.dtype}|{tuple(state[name].shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
-    return h.hexdigest()
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -283,53 +261,35 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.detach().cpu().contiguous().reshape(-1).view(_INT_VIEW[t.element_size()])
 
 
-def pack_tensor(t: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor | dict:
-    """``t`` as what differs from ``ref`` (or from zeros when ``ref`` is None), or ``t`` itself when that is
-    not smaller. Entries are compared bit for bit; a packed tensor is a dict of plain tensors (loadable with
-    ``torch.load(weights_only=True)``): ``changed`` (np.packbits of the entries that differ), ``zero`` (among
-    those, which are +0.0 — only with a reference; pruned weights) and ``values`` (the others). Inverse:
-    ``unpack_tensor``."""
-    if (not t.is_floating_point() or t.numel() < _MIN_PACK or t.element_size() not in _INT_VIEW
-            or (ref is not None and (ref.shape != t.shape or ref.dtype != t.dtype))):
+def pack_tensor(t: torch.Tensor) -> torch.Tensor | dict:
+    """``t`` as its non-zero entries, or ``t`` itself when that is not smaller (or ``t`` is not a float tensor of
+    at least 256 entries). Entries count as zero when all their bits are (+0.0; -0.0 is kept as a value). A
+    packed tensor is a dict of plain tensors and lists, loadable with ``torch.load(weights_only=True)``:
+    ``changed`` (``np.packbits`` of the non-zero entries, logical order) and ``values``. Inverse:
+    ``unpack_tensor``; the round trip is exact bit for bit (NaN payloads included)."""
+    if not t.is_floating_point() or t.numel() < _MIN_PACK or t.element_size() not in _INT_VIEW:
         return t
     bits = _bits(t)
-    changed = bits != 0 if ref is None else bits != _bits(ref)
-    raw = t.numel() * t.element_size()
-    stored = changed if ref is None else changed & (bits != 0)  # zeros cost a bit, not a value
-    if (t.numel() + 7) // 8 + int(stored.sum()) * t.element_size() >= raw:  # (almost) all values would be stored
+    nonzero = bits != 0
+    count = int(nonzero.sum())
+    if (t.numel() + 7) // 8 + count * t.element_size() >= t.numel() * t.element_size():
         return t
-    idx = changed.nonzero().reshape(-1)
-    values = bits[idx]
-    zero = None
-    if ref is not None:
-        is_zero = values == 0
-        if bool(is_zero.any()):
-            zero = torch.from_numpy(np.packbits(is_zero.numpy()))
-            values = values[~is_zero]
-    size = (t.numel() + 7) // 8 + values.numel() * t.element_size() + (0 if zero is None else zero.numel())
-    if size >= raw:
-        return t
+    values = bits[nonzero.nonzero().reshape(-1)]
     return {_PACKED: 1, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
-            "changed": torch.from_numpy(np.packbits(changed.numpy())), "zero": zero,
-            "values": values.view(t.dtype)}
+            "changed": torch.from_numpy(np.packbits(nonzero.numpy())), "values": values.view(t.dtype)}
 
 
-def unpack_tensor(packed: torch.Tensor | dict, ref: torch.Tensor | None = None) -> torch.Tensor:
-    """The tensor ``pack_tensor(t, ref)`` packed, bit for bit (contiguous, on the CPU)."""
+def unpack_tensor(packed: torch.Tensor | dict) -> torch.Tensor:
+    """The tensor ``pack_tensor`` packed, bit for bit (contiguous, on the CPU); a tensor is returned as it is."""
     if isinstance(packed, torch.Tensor):
         return packed
     dtype = getattr(torch, packed["dtype"])
     shape = tuple(packed["shape"])
     numel = int(np.prod(shape)) if shape else 1
-    out = torch.zeros(numel, dtype=dtype) if ref is None else ref.detach().cpu().contiguous().reshape(-1).clone()
+    out = torch.zeros(numel, dtype=dtype)
     bits = out.view(_INT_VIEW[out.element_size()])
     idx = torch.from_numpy(np.flatnonzero(np.unpackbits(packed["changed"].numpy(), count=numel)))
-    values = packed["values"].view(bits.dtype)
-    if packed.get("zero") is not None:
-        zero = torch.from_numpy(np.unpackbits(packed["zero"].numpy(), count=len(idx)).astype(bool))
-        bits[idx[zero]] = 0
-        idx = idx[~zero]
-    bits[idx] = values
+    bits[idx] = packed["values"].view(bits.dtype)
     return out.reshape(shape)
 
 
@@ -353,34 +313,29 @@ def _unpack_tree(obj: Any) -> Any:
     return obj
 
 
-def pack_checkpoint(ckpt: dict, start: dict[str, torch.Tensor], *, digest: str | None = None) -> dict:
-    """A checkpoint from ``LoopState.checkpoint()`` with its weights (``model``, ``best_state``) packed against
-    the fine-tune's start weights ``start`` and its optimizer state packed against zeros (``pack_tensor``).
-    Everything else is kept as it is. ``digest``: ``weights_digest(start)`` when already known."""
+def pack_checkpoint(ckpt: dict) -> dict:
+    """A checkpoint from ``LoopState.checkpoint()`` (plus ``best_state`` and ``callbacks``) with the tensors of
+    ``model``, ``best_state`` and ``optimizer`` packed (``pack_tensor``); everything else kept as it is."""
     out = dict(ckpt)
     out["format"] = CHECKPOINT_FORMAT
-    out["start_digest"] = digest or weights_digest(start)
-    out["model"] = {k: pack_tensor(v, start.get(k)) for k, v in ckpt["model"].items()}
-    if ckpt.get("best_state") is not None:
-        out["best_state"] = {k: pack_tensor(v, start.get(k)) for k, v in ckpt["best_state"].items()}
-    out["optimizer"] = _pack_tree(ckpt["optimizer"])
+    for key in ("model", "best_state", "optimizer"):
+        if out.get(key) is not None:
+            out[key] = _pack_tree(ckpt[key])
     return out
 
 
-def unpack_checkpoint(ckpt: dict, start: dict[str, torch.Tensor]) -> dict:
-    """The plain checkpoint ``pack_checkpoint(plain, start)`` came from; a plain (format 1) checkpoint is
-    returned as it is. ``start``: the model's state at the start of the resumed fine-tune, which must be the
-    one the checkpoint was packed against — TicketsError otherwise (the level's start weights changed since)."""
-    if ckpt.get("format", 1) == 1:
+def unpack_checkpoint(ckpt: dict) -> dict:
+    """The plain checkpoint ``pack_checkpoint`` packed; a plain (format 1, no ``format`` key) checkpoint is
+    returned as it is. TicketsError for a format this version does not read."""
+    fmt = ckpt.get("format", 1)
+    if fmt == 1:
         return ckpt
-    if ckpt["format"] != CHECKPOINT_FORMAT:
-        raise TicketsError(f"it has format {ckpt['format']}, this version reads {CHECKPOINT_FORMAT}")
-    if weights_digest(start) != ckpt["start_digest"]:
-        raise TicketsError("it was written for other start weights than this level's")
+    if fmt != CHECKPOINT_FORMAT:
+        raise TicketsError(f"epoch checkpoint has format {fmt}, this version reads {CHECKPOINT_FORMAT}: delete the "
+                           "level's checkpoint.pt to train the level again, or use the tickets version that wrote it")
     out = dict(ckpt)
-    out["model"] = {k: unpack_tensor(v, start.get(k)) for k, v in ckpt["model"].items()}
-    if ckpt.get("best_state") is not None:
-        out["best_state"] = {k: unpack_tensor(v, start.get(k)) for k, v in ckpt["best_state"].items()}
-    out["optimizer"] = _unpack_tree(ckpt["optimizer"])
-    del out["format"], out["start_digest"]
+    for key in ("model", "best_state", "optimizer"):
+        if out.get(key) is not None:
+            out[key] = _unpack_tree(ckpt[key])
+    del out["format"]
     return out

@@ -185,8 +185,6 @@ def fine_tune(
     cfg = resolve_train(cfg, family, recipe)
     device = resolve_device(device)
     model.to(device)
-    # the weights this fine-tune starts from, before any resume: packed checkpoints are relative to them
-    entry_state = model.state_dict()
     builtin: list[Callback] = []
     distributed = None
     if world_size() > 1:  # torchrun: shard every global batch over the ranks, sum the gradients
@@ -202,13 +200,9 @@ def fine_tune(
     problem = None
     if resume is not None:
         try:
-            resume = unpack_checkpoint(resume, entry_state)
+            resume = unpack_checkpoint(resume)  # packed epoch checkpoints (format 2) and plain ones
         except (TicketsError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             problem, resume = str(exc) or type(exc).__name__, None
-    start_state = None
-    if any(cb.wants_start_state for cb in cbs):
-        start_state = {k: v.detach().cpu().clone() for k, v in entry_state.items()}
-    del entry_state
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     forward_model = compiled(model, device) if cfg.compile else model
@@ -225,7 +219,7 @@ def fine_tune(
                            f"({steps_per_epoch} per epoch): choose a rewind step K below {total_steps} or train longer")
     state = LoopState(model=model, optimizer=optimizer, task=task, cfg=cfg, device=device, seed=seed,
                       total_steps=total_steps, steps_per_epoch=steps_per_epoch, step=start_step,
-                      epoch=start_step // steps_per_epoch, desc=desc, start_state=start_state, scaler=scaler)
+                      epoch=start_step // steps_per_epoch, desc=desc, scaler=scaler)
     higher = higher_is_better(task.primary_metric)
     best_val: dict = {}
     if resume is not None:
