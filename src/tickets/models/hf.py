@@ -523,6 +523,9 @@ def _minilm_path(model_root: str | os.PathLike | None) -> Path:
         path = Path(list(spec.submodule_search_locations)[0]) / "model"
         if (path / "config.json").is_file():
             return path
+    from tickets.paths import model_root as resolve_root
+
+    model_root = resolve_root(model_root, required=False)  # --model-root, else TICKETS_MODELS
     if model_root is not None:
         for cand in ("minilm-l6", "all-MiniLM-L6-v2"):
             path = Path(model_root) / cand
