@@ -334,6 +334,20 @@ class SSLConfig:
                                help="views: smallest random-resized-crop area fraction (default 0.2)")
 
 
+def _weights_option():
+    """The ``weights`` field find and transfer share (θ0 from a checkpoint; hashed by the file's sha256)."""
+    return option(None, since=2, metavar="FILE",
+                  help="start from this checkpoint (θ0) instead of the model's own weights: safetensors or a torch "
+                       "state dict, wrapper prefixes resolved (module., MoCo encoder_q., Lightning model., "
+                       "robustness-library module.model.); its sha256 is part of the run hash")
+
+
+def _ssl_option():
+    """The ``ssl`` field find and transfer share (options of the simclr/ and moco/ objectives)."""
+    return option(factory=SSLConfig, since=2, prefix="ssl-",
+                  help="self-supervised objectives (tasks simclr/<set>, moco/<set>)")
+
+
 @dataclass
 class FindConfig:
     """``tickets find``: draw tickets on a source task, level by level."""
@@ -359,13 +373,8 @@ class FindConfig:
     data: DataConfig = option(factory=DataConfig, help="data")
     robust_eval: RobustEvalConfig | None = option(None, since=2, enable="--robust-eval",
                                                   help="also report robust accuracy after every level")
-    weights: str | None = option(None, since=2, metavar="FILE",
-                                 help="start from this checkpoint (θ0) instead of the model's own weights: safetensors "
-                                      "or a torch state dict, wrapper prefixes resolved (module., MoCo encoder_q., "
-                                      "Lightning model., robustness-library module.model.); its sha256 is part of "
-                                      "the run hash")
-    ssl: SSLConfig = option(factory=SSLConfig, since=2, prefix="ssl-",
-                            help="self-supervised objectives (tasks simclr/<set>, moco/<set>)")
+    weights: str | None = _weights_option()
+    ssl: SSLConfig = _ssl_option()
     pattern: str = option("unstructured", since=2, check=_check_pattern,
                           help="sparsity pattern (see `tickets patterns`): unstructured (default), channel, head, "
                                "neuron, nm:N:M")
@@ -391,13 +400,8 @@ class TransferConfig:
     data: DataConfig = option(factory=DataConfig, help="data")
     robust_eval: RobustEvalConfig | None = option(None, since=2, enable="--robust-eval",
                                                   help="also report robust accuracy")
-    weights: str | None = option(None, since=2, metavar="FILE",
-                                 help="start from this checkpoint (θ0) instead of the model's own weights: safetensors "
-                                      "or a torch state dict, wrapper prefixes resolved (module., MoCo encoder_q., "
-                                      "Lightning model., robustness-library module.model.); its sha256 is part of "
-                                      "the run hash")
-    ssl: SSLConfig = option(factory=SSLConfig, since=2, prefix="ssl-",
-                            help="self-supervised objectives (tasks simclr/<set>, moco/<set>)")
+    weights: str | None = _weights_option()
+    ssl: SSLConfig = _ssl_option()
     force: bool = option(False, since=2, hashed=False,
                          help="use a ticket drawn for another model when its tensors fit (sparsity is then reported "
                               "over the tensors actually masked)")
