@@ -60,6 +60,55 @@ def test_plugin_method_and_task_run_through_the_cli(tmp_path):
     assert unknown.returncode == 2 and "toy-square" in unknown.stderr and unknown.stderr.count("\n") == 1
 
 
+def test_plugin_pattern_runs_through_the_cli(tmp_path, monkeypatch):
+    """A sparsity pattern registered from outside the package (toy-pairs: weights pruned in adjacent pairs) draws
+    tickets in `tickets find` with any method, is recorded in them and listed by `tickets patterns`."""
+    out = tmp_path / "runs"
+    run = _cli("find", "--plugin", "toy_plugin", "--pattern", "toy-pairs", "--method", "omp", "--model", "small-cnn",
+               "--task", "toy-blobs", "--sparsities", "0.5,0.8", *FAST, "--out", str(out), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    __import__("toy_plugin")  # reading the ticket back verifies it against its declared pattern
+    from tickets.ticket import load_ticket
+
+    (run_dir,) = out.glob("find-*")
+    masks = []
+    for level, sparsity in enumerate((0.5, 0.8)):
+        ticket = load_ticket(run_dir / f"level-{level:02d}" / "ticket.safetensors")
+        assert ticket.meta["pattern"]["name"] == "toy-pairs"
+        assert ticket.mask.sparsity == pytest.approx(sparsity, abs=1e-3)
+        for name, m in ticket.mask.items():
+            pairs = m.reshape(-1, 2)
+            assert pairs[:, 0].equal(pairs[:, 1]), name
+        masks.append(ticket.mask)
+    assert all((masks[1][n] <= masks[0][n]).all() for n in masks[0].names)  # nested
+    assert "toy-pairs" in _cli("patterns", "--plugin", "toy_plugin", cwd=tmp_path).stdout
+
+
+def test_plugin_executor_runs_a_study_through_the_cli(tmp_path):
+    """A study executor registered from outside the package runs a study's dense, find and transfer jobs into the
+    same content-hashed run directories the local executor uses (a rerun with it finds them all done)."""
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("name: toy\nmodels: [small-cnn]\nschedule: {kind: explicit, sparsities: [0.5]}\n"
+                   "train: {epochs: 1, batch_size: 32}\nfind:\n  - tasks: [toy-blobs]\n    methods: [omp]\n"
+                   "transfer:\n  - from: [toy-blobs]\n    to: [toy-blobs]\n    methods: [omp]\n"
+                   "    fractions: [0.5]\n")
+    args = ["run", str(exp), "--plugin", "toy_plugin", "--device", "cpu", "--quiet", "--no-report",
+            "--out", str(tmp_path / "runs")]
+    plain = tmp_path / "plain.yaml"  # no plugin task, so the file checks and the executor is what is unknown
+    plain.write_text("models: [small-cnn]\nfind:\n  - tasks: [digits]\n")
+    unknown = _cli("run", str(plain), "--executor", "toy-in-order", "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    assert unknown.returncode == 2 and "toy-in-order" in unknown.stderr and unknown.stderr.count("\n") == 1
+    toy = _cli(*args, "--executor", "toy-in-order", cwd=tmp_path)
+    assert toy.returncode == 0, toy.stdout + toy.stderr
+    assert "with the toy-in-order executor" in toy.stdout
+    jobs = json.loads((tmp_path / "runs" / "study-toy" / "jobs.json").read_text())["jobs"]
+    assert sorted(j["kind"] for j in jobs) == ["dense", "dense", "find", "transfer"]
+    assert all(j["status"] == "done" for j in jobs), jobs
+    again = _cli(*args, cwd=tmp_path)  # the local executor: nothing left to run
+    assert again.returncode == 0 and "4 jobs, 4 already done" in again.stdout, again.stdout + again.stderr
+
+
 def test_eval_honours_and_checks_every_config_key(tmp_path, capsys):
     good = tmp_path / "eval.yaml"
     good.write_text("model: small-cnn\ntask: digits\ndata: {limit: 20, val_size: 0}\nseed: 3\ndevice: cpu\n")
@@ -259,6 +308,42 @@ def test_the_import_graph_has_no_cycles():
     assert not cycles, cycles
     # only the entry points (`tickets` script, `python -m tickets`) sit above the CLI
     assert not any("tickets.cli" in deps for m, deps in graph.items() if m not in ("tickets.cli", "tickets.__main__"))
+
+
+# docs/architecture.md's layers, top to bottom (a name is a module or a package of the same rank), and the
+# function-level imports it lists as going back up; any other upward import fails the test below.
+LAYERS = ["cli", "study", "verbs", "training", "tasks", "config", "methods integrations", "ticket", "patterns",
+          "pruning", "masks"]
+UPWARD = {("tickets.verbs.demo", "tickets.study.report"), ("tickets.config", "tickets.training"),
+          ("tickets.tasks.contrastive", "tickets.training.probe"), ("tickets.ticket", "tickets.integrations.hub")}
+
+
+def _layer(module: str) -> int | None:
+    top = module.split(".")[1] if module.count(".") else ""
+    return next((i for i, names in enumerate(LAYERS) if top in names.split()), None)
+
+
+def test_module_level_imports_never_go_back_up_the_layers():
+    """Module-level imports go down docs/architecture.md's layers only; the function-level ones that go back up
+    are exactly those it lists."""
+    root = REPO / "src" / "tickets"
+    upward, at_module_level = set(), []
+    for path in root.rglob("*.py"):
+        mod = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+        tree = ast.parse(path.read_text())
+        in_function = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tickets.")):
+                continue
+            here, there = _layer(mod), _layer(node.module)
+            if here is not None and there is not None and there < here:
+                if id(node) in in_function:
+                    upward.add((mod, node.module))
+                else:
+                    at_module_level.append(f"{mod}:{node.lineno} -> {node.module}")
+    assert not at_module_level
+    assert upward == UPWARD
 
 
 def test_generated_flags_cover_every_config_field():

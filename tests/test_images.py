@@ -408,3 +408,44 @@ def test_real_mnist_to_resnet(shared_data):
     assert 0.05 < x.mean() < 0.25 and len(set(t.test.y.tolist())) == 10  # dark background, shuffled classes
     f = load_task("fashion-mnist", model=SMALL, data_root=shared_data, data=DataConfig(limit=8))
     assert f.info["augment"]["flip"] is True and next(f.test.batches(8))["x"].shape == (8, 1, 8, 8)
+
+
+# --- Task.from_numpy ----------------------------------------------------------------------------------------------
+
+def _stripes(n, rng):
+    """N×8×8×3 uint8 images whose class (0..2) is which third of the columns is bright."""
+    y = rng.integers(0, 3, n)
+    x = rng.integers(0, 60, (n, 8, 8, 3)).astype(np.uint8)
+    for i, c in enumerate(y):
+        x[i, :, c * 2 + 1: c * 2 + 4] += 180
+    return x, y
+
+
+def test_from_numpy_trains_and_evaluates_a_tiny_task():
+    """numpy arrays as image libraries give them (N×H×W×C uint8, a channel-reversed BGR view torch cannot share)
+    become a task that trains and scores; the batches equal from_tensors' on a copy; a ragged list is one error."""
+    from torch import nn
+
+    from tickets.config import TrainConfig
+    from tickets.models import from_module
+    from tickets.tasks import Task
+    from tickets.training.evaluate import evaluate
+    from tickets.training.loop import fine_tune
+
+    rng = np.random.default_rng(0)
+    (x_train, y_train), (x_test, y_test) = _stripes(240, rng), _stripes(90, rng)
+    bgr_train, bgr_test = x_train[..., ::-1], x_test[..., ::-1]  # negative strides
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU())
+    net.add_module("head", nn.Linear(32, 3))
+    spec = from_module(net, head="head", input_size=8, in_channels=1)
+    task = Task.from_numpy("stripes", bgr_train, y_train, bgr_test, y_test, model=spec, classes=["l", "m", "r"])
+    same = Task.from_tensors("stripes", bgr_train.copy(), y_train, bgr_test.copy(), y_test, model=spec)
+    a, b = next(task.train.batches(16)), next(same.train.batches(16))
+    assert a["x"].shape == (16, 1, 8, 8) and torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"])
+    fine_tune(spec.module, task, TrainConfig(epochs=8, batch_size=32, optimizer="adamw", lr=1e-2), device="cpu",
+              progress=False)
+    scores = evaluate(spec.module, task, "test", device="cpu")
+    assert scores["examples"] == 90 and scores["accuracy"] >= 0.9
+    with pytest.raises(TicketsError, match="x_test is not one rectangular array"):
+        Task.from_numpy("ragged", x_train, y_train, [np.zeros((8, 8)), np.zeros((4, 4))], y_test[:2])

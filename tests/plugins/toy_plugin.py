@@ -1,4 +1,5 @@
-"""A plugin from outside the package: one ticket-drawing method and one task, registered with one line each.
+"""A plugin from outside the package: a ticket-drawing method, a task, a model, a sparsity pattern and a study
+executor, each registered with one line.
 
 Used by tests/test_architecture.py through `tickets --plugin toy_plugin` (this folder on PYTHONPATH) — the way a
 user extends tickets without editing it.
@@ -6,10 +7,17 @@ user extends tickets without editing it.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
+from tickets.errors import TicketsError
+from tickets.masks import Mask
 from tickets.methods import METHODS, Method
 from tickets.models import MODELS
+from tickets.patterns import PATTERNS, Pattern
+from tickets.pruning import prune_by_rank
+from tickets.study.execute import EXECUTORS, Executor
 from tickets.tasks import TASKS, Task
 
 
@@ -57,3 +65,55 @@ def load_mlp(name, *, model_root=None, pretrained=True):
 
 
 MODELS.register("toy-mlp", load_mlp, family="cnn", modality="image", preset="all", help="a BN-free MLP (tests)")
+
+
+class Pairs(Pattern):
+    """Weights pruned two at a time: neighbours (2i, 2i+1) of each flattened tensor are one group, ranked by the
+    sum of their |scores|. Every group has two weights, so the share of pairs pruned is the weight sparsity."""
+
+    name = "toy-pairs"
+
+    @staticmethod
+    def pairs(name, t):
+        if t.numel() % 2:
+            raise TicketsError(f"pattern toy-pairs needs an even number of weights, {name!r} has {t.numel()}")
+        return t.reshape(-1, 2)
+
+    def select(self, scores, mask, sparsity, *, scope="global", largest=False):
+        kept = Mask({n: self.pairs(n, m).all(1) for n, m in mask.items()})
+        pair_scores = {n: self.pairs(n, scores[n].abs()).sum(1) for n in mask.names}
+        chosen = prune_by_rank(pair_scores, kept, sparsity, scope, largest=largest)
+        return Mask({n: chosen[n].repeat_interleave(2).reshape(m.shape) for n, m in mask.items()})
+
+    def verify(self, mask):
+        for n, m in mask.items():
+            p = self.pairs(n, m)
+            if (p[:, 0] != p[:, 1]).any():
+                raise TicketsError(f"mask tensor {n!r} splits a pair of weights: draw it with --pattern toy-pairs")
+
+
+class InOrder(Executor):
+    """Every job in this process in the planned order (per seed: dense, find, transfer); a transfer whose ticket
+    was not produced fails. No waiting for runs other processes write, no ETA: the smallest executor."""
+
+    name = "toy-in-order"
+
+    def run(self, study):
+        for job in study.jobs:
+            study.predict(job)  # a transfer gets its run directory once its ticket exists
+            if job.status == "done":
+                continue
+            if job.kind == "transfer" and job.run is None:
+                study.fail(job, f"its ticket ({job.source_job.label()}) was not produced")
+                continue
+            t0, c0 = time.time(), time.process_time()
+            try:
+                path = study.execute(job)
+            except TicketsError as exc:
+                study.fail(job, str(exc), time.time() - t0, time.process_time() - c0)
+                continue
+            study.finished(job, path, time.time() - t0, time.process_time() - c0)
+
+
+PATTERNS.register("toy-pairs", Pairs, help="weights pruned in adjacent pairs (a test plugin)")
+EXECUTORS.register("toy-in-order", InOrder, help="every job in this process, planned order (a test plugin)")

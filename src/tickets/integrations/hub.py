@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tickets.errors import TicketsError
-from tickets.runs import RunLayout
+from tickets.runs import TICKET_FILE, RunLayout
 
 try:
     from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin, hf_hub_download
@@ -32,7 +32,6 @@ except ImportError:  # pragma: no cover - depends on the environment
     raise TicketsError("sharing tickets on the Hub needs huggingface_hub: pip install huggingface_hub "
                        "(it comes with pip install 'pretrained-tickets[text]')") from None
 
-TICKET_FILE = "ticket.safetensors"
 CONFIG_FILE = "config.json"
 TAGS = ["tickets", "lottery-ticket", "pruning", "sparsity"]
 # Hub ids of the models the registry loads from a package or folder (model card `base_model`).

@@ -109,6 +109,17 @@ class Task:
         return CONSTRUCTORS["tensors"](name, x_train, y_train, x_test, y_test, **options)
 
     @classmethod
+    def from_numpy(cls, name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any, **options: Any) -> "Task":
+        """An image classification task from numpy arrays: ``from_tensors`` after ``numpy.ascontiguousarray``, so
+        views torch cannot share (negative strides, e.g. OpenCV's BGR reversed with ``x[..., ::-1]``), memory maps
+        and anything else ``numpy`` turns into one array are taken as they are.
+
+        ``x_*``: N×H×W×C or N×C×H×W, uint8 in 0..255 or floats in [0, 1]; ``y_*``: integer class ids 0..K−1.
+        Options as ``from_tensors`` (``classes``, ``model``, ``data``, ``seed``, ``flip``). TicketsError (one line)
+        for an argument that is not one rectangular array, and for what ``from_tensors`` refuses."""
+        return CONSTRUCTORS["numpy"](name, x_train, y_train, x_test, y_test, **options)
+
+    @classmethod
     def from_hf_dataset(cls, dataset: Any, text_fields: Any, label_field: str, metric: str = "accuracy",
                         **options: Any) -> "Task":
         """A text classification task from a Hugging Face ``datasets`` object (see ``tasks/custom.py``)."""

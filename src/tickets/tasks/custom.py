@@ -1,6 +1,6 @@
-"""Tasks built from data the user already holds, with no file in the package: ``Task.from_tensors`` (images)
-and ``Task.from_hf_dataset`` (text classification from a Hugging Face ``datasets`` object; ``datasets`` itself is
-optional: any mapping of split → columns works).
+"""Tasks built from data the user already holds, with no file in the package: ``Task.from_tensors`` and
+``Task.from_numpy`` (images) and ``Task.from_hf_dataset`` (text classification from a Hugging Face ``datasets``
+object; ``datasets`` itself is optional: any mapping of split → columns works).
 
 They register themselves in ``tasks.base.CONSTRUCTORS`` when the tasks package is imported.
 """
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from tickets.config import DataConfig
+from tickets.errors import TicketsError
 from tickets.hparams import validate
 from tickets.tasks.base import CONSTRUCTORS, Task
 from tickets.tasks.images import RawImages, build_image_task, from_arrays
@@ -29,6 +32,23 @@ def from_tensors(name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any
 
 
 CONSTRUCTORS["tensors"] = from_tensors
+
+
+def from_numpy(name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any, **options: Any) -> Task:
+    """See ``Task.from_numpy``."""
+    arrays = []
+    for what, value in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test), ("y_test", y_test)):
+        try:
+            array = np.ascontiguousarray(value)
+        except (TypeError, ValueError) as exc:  # ragged nested lists, objects numpy cannot read
+            raise TicketsError(f"task {name!r}: {what} is not one rectangular array ({exc})") from None
+        if array.dtype == object:
+            raise TicketsError(f"task {name!r}: {what} is not one rectangular array of numbers (dtype object)")
+        arrays.append(array)
+    return from_tensors(name, *arrays, **options)
+
+
+CONSTRUCTORS["numpy"] = from_numpy
 
 # metric name → GLUE metric kind (tasks/glue.py): classification metrics, or "corr" for regression (STS-B style)
 _HF_METRICS = {"accuracy": "accuracy", "f1": "f1", "mcc": "mcc", "matthews": "mcc", "corr": "corr",

@@ -16,7 +16,6 @@ from tickets.config import FindConfig, ScheduleConfig, TrainConfig
 from tickets.verbs.find import find_tickets
 from tickets.models import load_model
 from tickets.verbs.prepare import prepare
-from tickets.study.report import markdown_table, plot_sparsity_curves
 from tickets.runs import atomic_write, atomic_write_text
 from tickets.tasks.base import DataConfig
 from tickets.training.loop import fine_tune
@@ -72,6 +71,9 @@ def run_demo(out: str | Path = "tickets-demo", seed: int = 0, device: str = "aut
 
 
 def write_report(out: Path, results: dict, seconds: float) -> Path:
+    """Write ``out/report.md`` and its accuracy-vs-sparsity plot from the find ``results`` (method → FindResult)."""
+    from tickets.study.report import markdown_table, plot_sparsity_curves  # here: study sits above verbs
+
     imp = results["imp"].levels
     metric = imp[0]["primary_metric"]
     dense = imp[0]["test"][metric]

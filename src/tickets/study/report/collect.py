@@ -31,9 +31,9 @@ import yaml
 
 from tickets.errors import TicketsError
 from tickets.fileio import read_json
+from tickets.runs import TICKET_FILE
 from tickets.study.report.labels import kind_label
 
-TICKET_FILE = "ticket.safetensors"
 DEFAULT_PATTERN = "unstructured"
 
 
