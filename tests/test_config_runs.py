@@ -101,3 +101,23 @@ def test_lr_schedules_with_warmup(schedule):
         assert factors[-1] < 0.01
     if schedule == "step":
         assert factors[-1] == pytest.approx(0.01)
+
+
+def test_a_recipe_fills_only_options_left_unset():
+    """minilm-l6's recipe says lr 1e-4, warm-up 0.1: it fills unset options only; an explicit --warmup 0 (equal to
+    the family default) stays 0 — it used to be overwritten with 0.1."""
+    recipe = {"lr": 1e-4, "warmup": 0.1}
+    unset = resolve_train(TrainConfig(), "transformer", recipe)
+    assert (unset.lr, unset.warmup) == (1e-4, 0.1)
+    explicit = resolve_train(TrainConfig(warmup=0.0, lr=2e-5), "transformer", recipe)
+    assert (explicit.lr, explicit.warmup) == (2e-5, 0.0)
+    assert resolve_train(TrainConfig(), "cnn").warmup == 0.0  # no recipe: the family default
+
+    from types import SimpleNamespace
+
+    from tickets.verbs.prepare import Prepared
+
+    fake = SimpleNamespace(model_id="minilm-l6", recipe=recipe, spec=SimpleNamespace(info={"recipe_reason": "why"}))
+    lines = Prepared.notes(fake, TrainConfig(warmup=0.0))
+    assert lines == ["minilm-l6 declares its training recipe (lr 0.0001) for options you did not set: why"]
+    assert Prepared.notes(fake, TrainConfig(warmup=0.0, lr=3e-5)) == []

@@ -85,3 +85,50 @@ def test_precision_is_part_of_a_runs_identity(tmp_path):
     r = find_tickets(FindConfig(**base, train=TrainConfig(epochs=1, batch_size=64, precision="bf16")), out=tmp_path,
                      device="cpu", progress=False)
     assert r.path == bf16
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_length_bucketed_text_batches_shard_into_the_global_batch(world):
+    """Without torchrun: each rank's shard of a padded text batch (rows of input_ids, attention_mask,
+    token_type_ids, labels), its loss weighted by its share, gives gradients that sum to the global batch's."""
+    transformers = pytest.importorskip("transformers")
+    from types import SimpleNamespace
+
+    from tickets.models.hf import hf_spec
+    from tickets.training.distributed import DistributedCallback
+
+    cfg = transformers.BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=24)
+    spec = hf_spec(cfg, tokenizer=None)
+    spec.module.set_pooling("mean")
+    model = spec.module.eval()  # no dropout: the shards must see the same function
+    gen = torch.Generator().manual_seed(0)
+    n, length = 7, 9  # 7 rows do not split evenly: shares 4/3 or 3/2/2
+    ids = torch.randint(5, 60, (n, length), generator=gen)
+    att = torch.ones(n, length, dtype=torch.long)
+    for i, keep in enumerate([9, 4, 7, 2, 9, 5, 3]):  # a bucket of mixed lengths, padded to the longest
+        att[i, keep:] = 0
+    batch = {"input_ids": ids, "attention_mask": att, "token_type_ids": torch.zeros_like(ids),
+             "labels": torch.randint(0, 2, (n,), generator=gen)}
+
+    def grads(b, weight=1.0):
+        model.zero_grad(set_to_none=True)
+        (model(**b).loss * weight).backward()
+        return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    full = grads(batch)
+    summed: dict = {}
+    rows = []
+    for r in range(world):
+        cb = DistributedCallback()
+        cb.world, cb.rank = world, r
+        state = SimpleNamespace(loss_weight=1.0)
+        shard = cb.on_batch(state, batch)
+        assert shard["input_ids"].shape[1] == length  # every rank keeps the bucket's padded length
+        rows.append(shard["input_ids"])
+        for k, g in grads(shard, state.loss_weight).items():
+            summed[k] = summed.get(k, 0) + g
+    assert torch.equal(torch.cat(rows), ids)  # the shards, in rank order, are the global batch
+    assert summed.keys() == full.keys()
+    worst = max(float((summed[k] - full[k]).abs().max()) for k in full)
+    assert worst <= 1e-6, worst

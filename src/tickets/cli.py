@@ -314,7 +314,13 @@ def _setup(run) -> dict:
     ranked = init_from_environment(run.device)
     from tickets.runtime import is_main_process
 
-    enable_console(logging.WARNING if run.quiet or (ranked and not is_main_process()) else logging.INFO)
+    if ranked and not is_main_process():
+        # under torchrun only rank 0 speaks: the other ranks' results, tables and warnings are rank 0's again
+        # (errors still print, prefixed by the failing command's one line)
+        enable_console(logging.ERROR)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    else:
+        enable_console(logging.WARNING if run.quiet else logging.INFO)
     if run.threads:
         import torch
 

@@ -149,7 +149,9 @@ class TrainConfig:
     momentum: float = option(0.9, ge=0, lt=1, help="SGD momentum (default 0.9)")
     weight_decay: float | None = option(None, ge=0, help="default 5e-4 (CNN) / 0 (transformer)")
     lr_schedule: str | None = option(None, choices=LR_SCHEDULES, help="default cosine (CNN) / linear (transformer)")
-    warmup: float = option(0.0, ge=0, lt=1, help="fraction of steps with linear learning-rate warm-up (default 0)")
+    warmup: float | None = option(None, ge=0, lt=1,
+                                  help="fraction of steps with linear learning-rate warm-up (default 0; a model's "
+                                       "recipe may set it: minilm-l6 0.1)")
     step_milestones: list[float] = option(factory=lambda: [0.5, 0.75], gt=0, lt=1, parse=_floats, cli=False,
                                           help="step schedule: fractions of all steps where the lr drops")
     step_gamma: float = option(0.1, gt=0, cli=False, help="step schedule: lr factor at each milestone")
@@ -176,8 +178,9 @@ class TrainConfig:
 # lr 0.1 at batch 128, linearly scaled to batch 64 (more steps on the small subsets CPUs afford). At lr 0.01 a
 # 3-epoch fine-tune on 2,000 images left ResNet-20 → Fashion-MNIST at 47% test accuracy; at 0.05 / 64, 82%.
 FAMILY_DEFAULTS = {
-    "cnn": dict(batch_size=64, optimizer="sgd", lr=0.05, weight_decay=5e-4, lr_schedule="cosine"),
-    "transformer": dict(batch_size=32, optimizer="adamw", lr=2e-5, weight_decay=0.0, lr_schedule="linear"),
+    "cnn": dict(batch_size=64, optimizer="sgd", lr=0.05, weight_decay=5e-4, lr_schedule="cosine", warmup=0.0),
+    "transformer": dict(batch_size=32, optimizer="adamw", lr=2e-5, weight_decay=0.0, lr_schedule="linear",
+                        warmup=0.0),
 }
 FAMILY_ALIASES = {"bert": "transformer"}
 
@@ -194,17 +197,11 @@ def training_defaults(family: str, recipe: dict | None = None) -> dict:
 def resolve_train(cfg: TrainConfig, family: str, recipe: dict | None = None) -> TrainConfig:
     """``cfg`` with its unset (``None``) fields filled from ``training_defaults(family, recipe)``, validated.
 
-    A recipe may also set fields that have a plain default (e.g. ``warmup``): it applies when the field still
-    holds that default. TicketsError names the first bad value."""
+    Only unset fields are filled: a value the user gave, even one equal to the family default (``--warmup 0`` on
+    minilm-l6, whose recipe says 0.1), is kept. TicketsError names the first bad value."""
     defaults = training_defaults(family, recipe)
-    filled = {}
-    for f in dataclasses.fields(TrainConfig):
-        if f.name not in defaults:
-            continue
-        value = getattr(cfg, f.name)
-        plain_default = f.default if f.default is not dataclasses.MISSING else None
-        if value is None or (f.name in (recipe or {}) and value == plain_default):
-            filled[f.name] = defaults[f.name]
+    filled = {f.name: defaults[f.name] for f in dataclasses.fields(TrainConfig)
+              if f.name in defaults and getattr(cfg, f.name) is None}
     out = dataclasses.replace(cfg, **filled)
     validate(out, "train")
     if out.adversarial is not None:

@@ -150,7 +150,7 @@ def find_tickets(
     run = RunDir(out, "find", config)
     barrier()  # data parallel: rank 0 has written config.yaml
     run.check_inputs(prepared.inputs())
-    for note in prepared.notes():
+    for note in prepared.notes(cfg.train):
         logger.info(note)
     if run.layout.summary.exists() and all(run.is_done(i) and _verified(run.layout, i)
                                            for i in range(len(config["levels"]))):

@@ -48,14 +48,17 @@ class Prepared:
         transformers checkpoints: mean), ``dtype`` when it holds weights in a precision other than float32."""
         return model_variant(self.spec.info)
 
-    def notes(self) -> list[str]:
+    def notes(self, train: Any = None) -> list[str]:
         """What a user should know about how the model was loaded and will be trained, one line each: the pooler
-        and pooling, the dtype, pruned heads, the prunable preset's choices, the training recipe and why."""
+        and pooling, the dtype, pruned heads, the prunable preset's choices, the training recipe and why.
+        ``train``: the run's unresolved TrainConfig; the recipe line names only the options it leaves unset (and is
+        left out when the user set them all)."""
         info = self.spec.info
         out = [f"{self.model_id}: {info[k]}" for k in ("pooler_note", "dtype_note", "pruned_heads_note") if info.get(k)]
-        if self.recipe:
+        applied = {k: v for k, v in (self.recipe or {}).items() if train is None or getattr(train, k, None) is None}
+        if applied:
             reason = info.get("recipe_reason", "")
-            recipe = ", ".join(f"{k} {v}" for k, v in self.recipe.items())
+            recipe = ", ".join(f"{k} {v}" for k, v in applied.items())
             out.append(f"{self.model_id} declares its training recipe ({recipe}) for options you did not set"
                        + (f": {reason}" if reason else ""))
         return out

@@ -145,7 +145,7 @@ def transfer(
     run = RunDir(out, "transfer", config)
     barrier()  # data parallel: rank 0 has written config.yaml
     run.check_inputs(prepared.inputs())
-    for note in prepared.notes():
+    for note in prepared.notes(cfg.train):
         logger.info(note)
     if run.is_done(0):
         try:
