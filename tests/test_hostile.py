@@ -64,6 +64,21 @@ def test_same_command_on_other_data_is_refused_not_reused(tmp_path, capsys):
     assert "mnist.npz" in line
 
 
+def test_a_corrupt_inputs_record_of_finished_work_is_refused_not_rewritten(tmp_path, capsys):
+    """A finished run whose inputs.json is unreadable cannot be checked against the data: refuse it (it used to be
+    silently rewritten with the current inputs, so the old results came back for other data)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _npz(a)
+    _npz(b, shift=3)
+    argv = ["transfer", "--model", "small-cnn", "--task", "mnist", *FAST, "--out", str(tmp_path / "runs")]
+    assert main([*argv, "--data-root", str(a)]) == 0
+    capsys.readouterr()
+    (record,) = (tmp_path / "runs").glob("transfer-*/inputs.json")
+    record.write_text('{"data": [')  # torn
+    one_line(capsys, main([*argv, "--data-root", str(b)]), "inputs.json", "unreadable", "delete")
+    assert record.read_text() == '{"data": ['  # left for the user to judge
+
+
 def test_other_weights_get_their_own_run(tmp_path):
     from tickets.models import load_model
 

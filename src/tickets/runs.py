@@ -215,6 +215,10 @@ class RunDir:
                 old = read_json(path)
             except (OSError, ValueError):
                 old = None
+                if self.layout.done_levels():  # finished work whose inputs can no longer be checked
+                    raise TicketsError(f"{str(path)!r} is unreadable, so the finished levels of {self.path} cannot be "
+                                       "checked against these data and weights: delete that run directory to "
+                                       "recompute it (or restore inputs.json)") from None
             if old is not None and old != inputs:
                 what = _first_difference(old, inputs)
                 raise TicketsError(f"run directory {self.path} was computed from other inputs ({what}): choose another "

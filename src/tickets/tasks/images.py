@@ -263,8 +263,8 @@ def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, what: str)
     xs, ys = [], []
     scale = None
     for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
-        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-        y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+        x = torch.as_tensor(np.ascontiguousarray(x) if not isinstance(x, torch.Tensor) else x)
+        y = torch.as_tensor(np.ascontiguousarray(y) if not isinstance(y, torch.Tensor) else y)
         if x.dim() == 3:
             x = x.unsqueeze(1)
         if x.dim() != 4:
