@@ -495,3 +495,19 @@ def test_broken_study_bookkeeping_and_run_config(tmp_path, capsys):
     assert main(["run", str(exp), "--out", str(out), "--device", "cpu", "--quiet"]) == 0  # rewrites jobs.json
     assert json.loads((sdir / "jobs.json").read_text())["jobs"]
     assert (sdir / "report.md").exists()
+
+
+def test_a_tiny_validation_split_is_warned(caplog):
+    """--train-size 2 used to run silently with model selection on one example."""
+    import logging
+
+    from tickets.tasks.base import DataConfig, carve
+
+    with caplog.at_level(logging.WARNING, logger="tickets"):
+        train, val = carve(100, DataConfig(train_size=2), seed=0, task="digits")
+    assert len(val) == 1 and len(train) == 1
+    assert "model selection rests on 1 validation example" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tickets"):
+        carve(1000, DataConfig(train_size=200), seed=0, task="digits")  # 20 validation examples: quiet
+    assert "model selection" not in caplog.text

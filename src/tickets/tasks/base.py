@@ -18,6 +18,7 @@ from torch import nn
 
 from tickets.config import DataConfig
 from tickets.errors import TicketsError
+from tickets.log import get_logger
 
 __all__ = ["Batch", "DataConfig", "Metric", "Split", "Task", "carve", "higher_is_better"]
 
@@ -133,6 +134,9 @@ class Task:
         return getattr(self, name)
 
 
+MIN_VAL_EXAMPLES = 10  # fewer validation examples than this: picking the best epoch is a coin toss (warned)
+
+
 def carve(n: int, data: DataConfig, seed: int, labels: np.ndarray | None = None,
           *, task: str = "task") -> tuple[np.ndarray, np.ndarray]:
     """(train positions, val positions) of an ``n``-example training split — the one carve of every task.
@@ -155,6 +159,10 @@ def carve(n: int, data: DataConfig, seed: int, labels: np.ndarray | None = None,
     if not 0 <= n_val < m:
         raise TicketsError(f"a validation split of {n_val} leaves no training examples out of {m} in {task!r}: "
                            "lower --val-size / --val-fraction or raise --train-size")
+    if 0 < n_val < MIN_VAL_EXAMPLES and data.val_size is None:
+        get_logger(__name__).warning(
+            "%s: model selection rests on %d validation example%s (%s of a %d-example subset): raise --train-size "
+            "or set --val-size", task, n_val, "" if n_val == 1 else "s", data.val_fraction, m)
     if labels is None or not np.issubdtype(np.asarray(labels).dtype, np.integer):
         return perm[n_val:], perm[:n_val]
     y = np.asarray(labels)[perm]
