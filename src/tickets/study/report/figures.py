@@ -273,16 +273,21 @@ def _load_masks(paths: list[str]) -> dict[str, Any]:
     return {p: load_ticket(p).mask for p in paths}
 
 
+def _tickets_by_model(ctx: dict) -> list[tuple[str, list[dict], list[int], list[tuple[str, str]]]]:
+    """(model, its tickets, their levels, their (source, method) kinds — IMP first) per model of the study."""
+    by_model: dict[str, list[dict]] = {}
+    for t in ctx["tickets"]:
+        by_model.setdefault(t["model"], []).append(t)
+    return [(model, tickets, sorted({t["level"] for t in tickets}),
+             sorted({(t["source"], t["method"]) for t in tickets}, key=lambda sm: (sm[1] != "imp", sm[1], sm[0])))
+            for model, tickets in by_model.items()]
+
+
 def layer_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict]]:
     """Per-layer sparsity of the tickets (mean over seeds): one figure per model, one panel per level."""
     files, md, records = [], [], []
     plt = _plt()
-    by_model: dict[str, list[dict]] = {}
-    for t in ctx["tickets"]:
-        by_model.setdefault(t["model"], []).append(t)
-    for model, tickets in by_model.items():
-        levels = sorted({t["level"] for t in tickets})
-        kinds = sorted({(t["source"], t["method"]) for t in tickets}, key=lambda sm: (sm[1] != "imp", sm[1], sm[0]))
+    for model, tickets, levels, kinds in _tickets_by_model(ctx):
         names: list[str] | None = None
         data: dict[tuple, dict[str, list[float]]] = {}
         sizes: dict[str, int] = {}
@@ -351,12 +356,7 @@ def overlap_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[di
 
     files, md, records = [], [], []
     plt = _plt()
-    by_model: dict[str, list[dict]] = {}
-    for t in ctx["tickets"]:
-        by_model.setdefault(t["model"], []).append(t)
-    for model, tickets in by_model.items():
-        levels = sorted({t["level"] for t in tickets})
-        kinds = sorted({(t["source"], t["method"]) for t in tickets}, key=lambda sm: (sm[1] != "imp", sm[1], sm[0]))
+    for model, tickets, levels, kinds in _tickets_by_model(ctx):
         if len(kinds) < 2 and len({t["seed"] for t in tickets}) < 2:
             continue
         labels = [f"{m} on {s}" for s, m in kinds]
