@@ -140,6 +140,32 @@ def test_killed_adamw_run_resumes_bit_for_bit_from_a_packed_checkpoint(tmp_path,
         assert [h["train_loss"] for h in ma["history"]] == [h["train_loss"] for h in mb["history"]]
 
 
+def test_imp_ranks_the_trained_weights_not_theta0(tmp_path):
+    """IMP's level-1 mask keeps the largest weights *after* level 0's fine-tune (Frankle & Carbin 2019; the BERT
+    and CV tickets papers), then rewinds to θ0: the kept weights are the top ones of the trained state, which
+    differs from OMP's ranking of θ0 itself."""
+
+    class Capture(Callback):
+        key = "capture"
+
+        def __init__(self):
+            self.states = []
+
+        def on_train_end(self, state):
+            self.states.append({k: v.detach().clone() for k, v in state.model.state_dict().items()})
+
+    cap = Capture()
+    res = find_tickets(find_cfg(), out=tmp_path, device="cpu", progress=False, callbacks=[cap])
+    trained = cap.states[0]  # level 0: the dense fine-tune whose weights level 1 is drawn from
+    mask = res.ticket(1).mask
+    kept = torch.cat([trained[n].abs()[mask[n]] for n in mask.names])
+    pruned = torch.cat([trained[n].abs()[~mask[n]] for n in mask.names])
+    assert kept.min() >= pruned.max()
+    p = prepare("small-cnn", "digits-5-9", data=DATA)
+    by_theta0 = torch.cat([p.theta0[n].abs()[mask[n]] for n in mask.names])
+    assert by_theta0.min() < torch.cat([p.theta0[n].abs()[~mask[n]] for n in mask.names]).max()  # not θ0's ranking
+
+
 def test_omp_keeps_the_largest_theta0(tmp_path):
     res = find_tickets(find_cfg("omp"), out=tmp_path, device="cpu", progress=False)
     p = prepare("small-cnn", "digits-5-9", data=DATA)
