@@ -445,3 +445,41 @@ def test_report_patterns_section(pattern_runs, tmp_path):
     assert channel == {0.5: pytest.approx(0.5), 0.75: pytest.approx(0.25)}
     assert all(r["relative_latency_onnxruntime_b1_t1"] == pytest.approx(1.0) for r in lat
                if r["pattern"] == "unstructured")
+
+
+def test_overlap_pairs_tickets_by_sparsity_not_by_level_number(tmp_path, monkeypatch):
+    """IMP numbers its dense start level 0 and OMP does not: IMP's 50% ticket (level 2 here) must meet OMP's 50%
+    ticket (level 1), never OMP's level-2 ticket of another sparsity (the text study's report paired them by level
+    number and printed IoUs of 30% vs 10% tickets)."""
+    import torch
+
+    from tickets.masks import Mask
+    from tickets.study.report import figures
+
+    gen = torch.Generator().manual_seed(0)
+    score = torch.rand(40, 10, generator=gen)
+
+    def top(keep):  # keep the `keep` largest of a shared score
+        flat = score.flatten()
+        m = torch.zeros_like(flat, dtype=torch.bool)
+        m[flat.argsort(descending=True)[:keep]] = True
+        return Mask({"w": m.view_as(score)})
+
+    noisy = score + 0.05 * torch.rand(40, 10, generator=gen)
+    def top_noisy(keep):
+        flat = noisy.flatten()
+        m = torch.zeros_like(flat, dtype=torch.bool)
+        m[flat.argsort(descending=True)[:keep]] = True
+        return Mask({"w": m.view_as(score)})
+
+    masks = {"imp0": top(400), "imp1": top(300), "imp2": top(200), "omp0": top_noisy(300), "omp1": top_noisy(200),
+             "omp2": top_noisy(100)}
+    tickets = [dict(path=p, model="m", source="t", method=p[:3], seed=0, level=int(p[3]),
+                    sparsity=1 - masks[p].num_kept / 400) for p in masks]
+    monkeypatch.setattr(figures, "_load_masks", lambda paths: {p: masks[p] for p in paths})
+    _, _, records = figures.overlap_figures({"tickets": tickets}, tmp_path)
+    cross = {round(r["sparsity"], 3): r for r in records if r["a"] != r["b"]}
+    assert set(cross) == {0.25, 0.5}  # 0% (IMP only) and 75% (OMP only) have no partner
+    assert cross[0.5]["iou"] == pytest.approx(masks["imp2"].iou(masks["omp1"]))
+    assert cross[0.25]["iou"] == pytest.approx(masks["imp1"].iou(masks["omp0"]))
+    assert cross[0.5]["level"] == 1

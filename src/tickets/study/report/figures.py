@@ -351,18 +351,22 @@ def layer_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict
 
 
 def overlap_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict]]:
-    """IoU of kept weights between ticket kinds at the same level (same seed), and across seeds (diagonal)."""
+    """IoU of kept weights between ticket kinds at the same sparsity (same seed), and across seeds (diagonal).
+
+    Tickets are paired by sparsity (to 0.1%), not by level number: IMP's level 5 (50%) meets OMP's level 1 when
+    OMP's explicit levels are 30/50/70%. A record's ``level`` is the lowest level number among the paired tickets."""
     import numpy as np
 
     files, md, records = [], [], []
     plt = _plt()
-    for model, tickets, levels, kinds in _tickets_by_model(ctx):
+    for model, tickets, _levels, kinds in _tickets_by_model(ctx):
         if len(kinds) < 2 and len({t["seed"] for t in tickets}) < 2:
             continue
         labels = [f"{m} on {s}" for s, m in kinds]
         panels = []
-        for level in levels:
-            at = [t for t in tickets if t["level"] == level]
+        for key in sorted({round(t["sparsity"], 3) for t in tickets}):
+            at = [t for t in tickets if round(t["sparsity"], 3) == key]
+            level = min(t["level"] for t in at)
             masks = _load_masks([t["path"] for t in at])
             idx = {(t["source"], t["method"], t["seed"]): masks[t["path"]] for t in at}
             density = 1 - sum(t["sparsity"] for t in at) / len(at)
