@@ -304,3 +304,18 @@ def test_imp_keeps_tensors_the_task_never_uses(tmp_path, caplog):
         assert bool(mask["idle.weight"].all())  # kept whole although its |θ0| is as small as any
         assert mask.sparsity == round(res.levels[level]["target_sparsity"] * mask.num_total) / mask.num_total
     assert any("got no gradient" in r.getMessage() and "idle.weight" in r.getMessage() for r in caplog.records)
+
+
+def test_transferring_a_ticket_to_its_own_task_reproduces_the_find_level(tmp_path):
+    """A study takes seed 0 of a ticket on its own task from the find level itself; that is only sound when
+    `tickets transfer` of the level's ticket, same task and seed, trains exactly the same (start weights, head,
+    data order, dropout, schedule): the same losses and test metrics, bit for bit."""
+    res = find_tickets(find_cfg(), out=tmp_path, device="cpu", progress=False)
+    for level in (1, 3):
+        found = read_json(res.path / f"level-{level:02d}" / "metrics.json")
+        t = transfer(TransferConfig(model="small-cnn", task="digits-5-9", ticket=str(res.path / f"level-{level:02d}"
+                                                                                    / "ticket.safetensors"),
+                                    train=FAST, data=DATA, seed=0), out=tmp_path, device="cpu", progress=False)
+        moved = read_json(t.path / "level-00" / "metrics.json")
+        assert [h["train_loss"] for h in moved["history"]] == [h["train_loss"] for h in found["history"]]
+        assert moved["test"] == found["test"]
