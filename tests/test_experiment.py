@@ -218,3 +218,25 @@ def test_block_seeds_and_ticket_seed(tmp_path):
     assert "(ticket seed 0)" in next(j for j in transfers if j.seed == 2).label()
     dense = sorted((j.task, j.seed) for j in jobs if j.kind == "dense")
     assert dense == [(t, s) for t in ("digits-0-4", "digits-5-9") for s in (0, 1, 2)]
+
+
+def test_dry_run_refreshes_a_stale_jobs_index_for_the_report(tiny_study, tmp_path):
+    """Runs finished by another process or a priority phase file are missing from a study's jobs.json (a transfer
+    planned before its ticket existed has no run name there), so `tickets report` left them out; a dry run now
+    rewrites the index from the current plan."""
+    import json
+    import shutil
+
+    exp, out = tiny_study
+    copy = tmp_path / "runs"
+    shutil.copytree(out, copy)
+    index = copy / "study-tiny" / "jobs.json"
+    stale = json.loads(index.read_text())
+    for job in stale["jobs"]:
+        if job["kind"] == "transfer":
+            job["run"], job["status"] = None, "todo"  # as written before the tickets existed
+    index.write_text(json.dumps(stale))
+    assert run_experiment(exp, out=copy, dry_run=True, stream=open("/dev/null", "w")) == 0
+    fresh = json.loads(index.read_text())
+    transfers = [j for j in fresh["jobs"] if j["kind"] == "transfer"]
+    assert transfers and all(j["run"] and j["status"] == "done" for j in transfers)

@@ -228,7 +228,9 @@ def run_experiment(
     log_to: Sequence[str] = (),
 ) -> int:
     """Validate, expand and (unless ``dry_run``) run an experiment file with ``executor``. Returns 0 when every
-    job is done, 1 otherwise (failed jobs are listed; one bad job never stops the others)."""
+    job is done, 1 otherwise (failed jobs are listed; one bad job never stops the others). A dry run runs nothing
+    but rewrites an existing study folder's ``jobs.json`` with the current plan, so a report made after other
+    processes (or priority phase files of the same study) finished runs lists them."""
     stream = stream or sys.stdout
     exp = load_experiment(path)
     out_dir = Path(out or exp.out or "runs")
@@ -236,6 +238,9 @@ def run_experiment(
     ex, jobs = plan(exp, out_dir, data_root=data_root, model_root=model_root)
     if dry_run:
         print(format_plan(jobs, out_dir), file=stream)
+        existing = Study(exp, ex, jobs, out_dir, {}, lambda msg: None)
+        if existing.sdir.is_dir():  # refresh the index `tickets report` reads: runs that other processes (or
+            existing.write_jobs()   # priority phase files of the same study) finished get listed
         return 0
 
     def say(msg: str) -> None:
