@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from run_compare import run_names, without_timings
 from tickets.cli import main
 from tickets.errors import TicketsError
 from tickets.study.execute import EXECUTORS, run_experiment
@@ -99,24 +100,12 @@ def _devnull():
     return open(os.devnull, "w")
 
 
-def _runs(out: Path) -> list[str]:
-    return sorted(p.name for p in out.iterdir() if p.name.startswith(("find-", "transfer-")))
-
-
-def _without_timings(obj):
-    """metrics.json minus what differs between any two runs: wall-clock figures and the out-dir path."""
-    if isinstance(obj, dict):
-        return {k: _without_timings(v) for k, v in obj.items() if "second" not in k and "time" not in k
-                and k != "path"}
-    if isinstance(obj, list):
-        return [_without_timings(v) for v in obj]
-    return obj
 
 
 def assert_same_results(a: Path, b: Path, n_runs: int) -> int:
     """Same run directories, same files in them, tickets equal byte for byte, metrics equal (timings aside)."""
-    names = _runs(a)
-    assert names == _runs(b) and len(names) == n_runs
+    names = run_names(a)
+    assert names == run_names(b) and len(names) == n_runs
     compared = 0
     for name in names:
         files_a = sorted(str(p.relative_to(a / name)) for p in (a / name).rglob("*")
@@ -131,7 +120,7 @@ def assert_same_results(a: Path, b: Path, n_runs: int) -> int:
             elif rel.endswith("metrics.json"):
                 ma, mb = (json.loads((x / name / rel).read_text()) for x in (a, b))
                 assert ma["test"] == mb["test"], f"{name}/{rel}"  # the scores, exactly
-                assert _without_timings(ma) == _without_timings(mb), f"{name}/{rel}"
+                assert without_timings(ma) == without_timings(mb), f"{name}/{rel}"
                 compared += 1
     return compared
 

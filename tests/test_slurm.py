@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from run_compare import run_names, without_timings
 from tickets.cli import main
 from tickets.errors import TicketsError
 from tickets.study.execute import run_experiment
@@ -63,17 +64,6 @@ METHODS.register("raise-once-slurm", RaiseOnce)
 PLUGIN_MODULE = "tickets_test_flaky_slurm"
 
 
-def _runs(out: Path) -> list[str]:
-    return sorted(p.name for p in out.iterdir() if p.name.startswith(("find-", "transfer-")))
-
-
-def _without_timings(obj):
-    if isinstance(obj, dict):
-        return {k: _without_timings(v) for k, v in obj.items() if "second" not in k and "time" not in k
-                and k != "path"}
-    if isinstance(obj, list):
-        return [_without_timings(v) for v in obj]
-    return obj
 
 
 @pytest.fixture
@@ -95,8 +85,8 @@ def test_slurm_local_equals_local_executor(worker_env, tmp_path, capsys):
     assert run_experiment(exp, out=slurm, device="cpu", progress=False, report=False, executor="slurm",
                           executor_options={"cluster": "local", "poll_seconds": 0.5}) == 0
     text = capsys.readouterr().out
-    names = _runs(local)
-    assert names == _runs(slurm) and len(names) == 5  # 2 dense, 1 find, 2 transfers
+    names = run_names(local)
+    assert names == run_names(slurm) and len(names) == 5  # 2 dense, 1 find, 2 transfers
     n = 0
     for name in names:
         for f in sorted((local / name).rglob("*")):
@@ -106,7 +96,7 @@ def test_slurm_local_equals_local_executor(worker_env, tmp_path, capsys):
                 n += 1
             elif f.name == "metrics.json":
                 a, b = json.loads(f.read_text()), json.loads((slurm / name / rel).read_text())
-                assert a["test"] == b["test"] and _without_timings(a) == _without_timings(b), rel
+                assert a["test"] == b["test"] and without_timings(a) == without_timings(b), rel
                 n += 1
     assert n == 3 * 2 + 4  # the find's 3 levels (ticket + metrics), 4 transfer and dense runs (metrics)
     # each job ran in its own process (the job logs submitit keeps), transfers in a later wave than the find
