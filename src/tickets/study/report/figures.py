@@ -178,11 +178,11 @@ def curve_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict
             ax.legend(fontsize=7, loc="best")
         seeds = sorted({sd for k, pts in curves.items() if k[0] == model for p in pts for sd in p["score"].seeds})
         fig.suptitle(f"{model}: test score vs sparsity, mean ± sd over seeds {', '.join(map(str, seeds))}"
-                     f"{'' if fraction == 1.0 else f', {fraction:g} of the training data'}\n"
+                     f"{_of_data(fraction)}\n"
                      "hollow marker = not matching (below dense mean − 1 sd); dashed = ticket transferred from "
                      "another task", fontsize=9)
         fig.tight_layout()
-        name = f"curves-{slug(model, '' if fraction == 1.0 else f'f{fraction:g}')}.png"
+        name = f"curves-{slug(model, _fraction_tag(fraction))}.png"
         alt = f"score vs sparsity, {model}{'' if fraction == 1.0 else f', fraction {fraction:g}'}"
         _emit(fig, out, name, alt, files, md)
     return files, md, records
@@ -249,10 +249,10 @@ def matrix_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dic
             cb = fig.colorbar(image, ax=list(axes.flat[:len(levels)]), shrink=0.9, extend="both")
             cb.set_label(f"Δ vs target's dense mean ({'points' if s == 100 else metric})", fontsize=8)
         fig.suptitle(f"{model}: {method} tickets moved from the task they were drawn on (rows) to the task they are "
-                     f"fine-tuned on (columns){'' if fraction == 1.0 else f', {fraction:g} of the training data'}\n"
+                     f"fine-tuned on (columns){_of_data(fraction)}\n"
                      f"cell: mean test {metric}{' (%)' if s == 100 else ''} over seeds, below it Δ vs that task's "
                      "dense mean; ✓ matching (within 1 sd of dense); bold: drawn on the target itself", fontsize=8.5)
-        name = f"transfer-matrix-{slug(model, method, '' if fraction == 1.0 else f'f{fraction:g}')}.png"
+        name = f"transfer-matrix-{slug(model, method, _fraction_tag(fraction))}.png"
         _emit(fig, out, name, f"transfer matrix, {model}, {method}", files, md)
     return files, md, records
 
@@ -271,6 +271,16 @@ def _load_masks(paths: list[str]) -> dict[str, Any]:
     from tickets.ticket import load_ticket
 
     return {p: load_ticket(p).mask for p in paths}
+
+
+def _of_data(fraction: float, what: str = "training data") -> str:
+    """Title suffix for a run on part of the training data ("" for all of it)."""
+    return "" if fraction == 1.0 else f", {fraction:g} of the {what}"
+
+
+def _fraction_tag(fraction: float) -> str:
+    """File-name part for a run on part of the training data ("" for all of it)."""
+    return "" if fraction == 1.0 else f"f{fraction:g}"
 
 
 def _tickets_by_model(ctx: dict) -> list[tuple[str, list[dict], list[int], list[tuple[str, str]]]]:
@@ -518,11 +528,11 @@ def pattern_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[di
                 if series:
                     ax.legend(fontsize=6, loc="best")
         fig.suptitle(f"{model}: standard vs robust tickets per pattern (rows) and task (columns)\n"
-                     f"mean ± sd over seeds{'' if fraction == 1.0 else f', {fraction:g} of the training data'}; "
+                     f"mean ± sd over seeds{_of_data(fraction)}; "
                      "hollow = not matching; robust = IMP under adversarial training\n(on the task they were drawn "
                      "on, robust tickets are scored after adversarial fine-tuning)", fontsize=8.5)
         fig.tight_layout()
-        name = f"patterns-{slug(model, '' if fraction == 1.0 else f'f{fraction:g}')}.png"
+        name = f"patterns-{slug(model, _fraction_tag(fraction))}.png"
         _emit(fig, out, name, f"standard vs robust tickets per pattern, {model}", files, md)
     return files, md, records
 
@@ -605,11 +615,11 @@ def latency_figures(ctx: dict, out: Path, latency: dict | None) -> tuple[list[st
             mplt.close(fig)
             continue
         fig.suptitle(f"{model}: test score vs measured CPU latency of the ticket's deployable model"
-                     f"{'' if fraction == 1.0 else f', {fraction:g} of the data'}\n"
+                     f"{_of_data(fraction, 'data')}\n"
                      "channel: the compacted model; unstructured and 2:4: the masked model (no sparse CPU kernel)\n"
                      "latency: benchmarks/compaction.py, interpolated in sparsity between its measured tickets",
                      fontsize=8.5)
         fig.tight_layout()
-        name = f"score-vs-latency-{slug(model, '' if fraction == 1.0 else f'f{fraction:g}')}.png"
+        name = f"score-vs-latency-{slug(model, _fraction_tag(fraction))}.png"
         _emit(fig, out, name, f"score vs measured latency, {model}", files, md)
     return files, md, records
