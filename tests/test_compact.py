@@ -218,6 +218,21 @@ def test_minilm_compact_equals_masked_on_sst2(shared_data, pattern_name, scope, 
         assert pattern_name != "neuron" or desc["pooling"] != "pooler"
 
 
+def _widened_with_inputs(spec, *, seed, rows, length, padded_every, kept):
+    """Redraw a tiny transformer's matrices with std 0.3 (BERT's init, std 0.02, gives near-constant logits, so
+    pruning would not show) and return random token ids (vocabulary 5..79) where every ``padded_every``-th row is
+    padded after ``kept`` tokens; one seeded generator for both, in that order."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in spec.module.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3, generator=gen)
+    ids = torch.randint(5, 80, (rows, length), generator=gen)
+    att = torch.ones(rows, length, dtype=torch.long)
+    att[::padded_every, kept:] = 0
+    return {"input_ids": ids, "attention_mask": att}
+
+
 @pytest.mark.parametrize("kind", ["roberta", "distilbert"])
 def test_tiny_transformers_compact_equals_masked(kind, tmp_path):
     transformers = pytest.importorskip("transformers")
@@ -230,15 +245,7 @@ def test_tiny_transformers_compact_equals_masked(kind, tmp_path):
                                          intermediate_size=40)
     spec = hf_spec(cfg, tokenizer=None)
     spec.module.eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # BERT's init (std 0.02) gives near-constant logits: widen it so pruning shows
-        for p in spec.module.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.3, generator=gen)
-    ids = torch.randint(5, 80, (64, 12), generator=gen)
-    att = torch.ones(64, 12, dtype=torch.long)
-    att[::3, 8:] = 0
-    inputs = {"input_ids": ids, "attention_mask": att}
+    inputs = _widened_with_inputs(spec, seed=0, rows=64, length=12, padded_every=3, kept=8)
     for name in ("head:min=0", "head+neuron"):
         pattern, mask = _magnitude(spec, name, 0.5)
         small, desc, _ = _check_equivalent(spec, mask, pattern, inputs, _text_forward)
@@ -260,15 +267,7 @@ def test_pooled_heads_survive_save_and_load(pooling, tmp_path):
     spec = hf_spec(cfg, tokenizer=None)
     spec.module.set_pooling(pooling)
     spec.module.eval()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in spec.module.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.3, generator=gen)
-    ids = torch.randint(5, 80, (16, 10), generator=gen)
-    att = torch.ones(16, 10, dtype=torch.long)
-    att[::2, 6:] = 0
-    inputs = {"input_ids": ids, "attention_mask": att}
+    inputs = _widened_with_inputs(spec, seed=1, rows=16, length=10, padded_every=2, kept=6)
     pattern, mask = _magnitude(spec, "neuron", 0.5)
     small, desc, _ = _check_equivalent(spec, mask, pattern, inputs, _text_forward)
     assert desc["pooling"] == pooling and not desc["plain_loadable"]
