@@ -54,8 +54,7 @@ from typing import Any, Callable
 import torch
 
 from tickets.compact import compact, count_parameters, export_onnx, masked_copy
-from tickets.masks import Mask, PrunableSet
-from tickets.patterns import get_pattern
+from tickets.masks import Mask
 
 # model → (structured pattern, scope, extra masked-only patterns timed for the score-vs-latency figure)
 MODELS: dict[str, dict[str, Any]] = {
@@ -118,14 +117,9 @@ def load(name: str, batch: int, seq_len: int) -> tuple[Any, Any]:
 
 def draw(spec: Any, pattern_spec: str, sparsity: float, scope: str) -> tuple[Any, Mask]:
     """An OMP ticket: ``pattern.select`` on |θ0| at ``sparsity`` of the prunable set (no training)."""
-    names = PrunableSet(spec.prunable_preset).resolve(spec.module)
-    pattern = get_pattern(pattern_spec)
-    pattern.setup(spec.module, names, spec)
-    params = dict(spec.module.named_parameters())
-    scores = {n: params[n].detach().abs() for n in names}
-    mask = pattern.select(scores, Mask.ones_like(spec.module, names), sparsity, scope=scope)
-    pattern.verify(mask)
-    return pattern, mask
+    from tickets.patterns import magnitude_ticket
+
+    return magnitude_ticket(spec, pattern_spec, sparsity, scope)
 
 
 def forward(module: torch.nn.Module, inputs: Any) -> torch.Tensor:

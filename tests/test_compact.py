@@ -12,23 +12,13 @@ import torch.nn.functional as F
 from tickets.compact import compact, count_parameters, export_onnx, export_pt2, load_compact, masked_copy, save_compact
 from tickets.errors import TicketsError
 from tickets.masks import Mask, PrunableSet
-from tickets.patterns import get_pattern
+from tickets.patterns import get_pattern, magnitude_ticket
 
 TOL = 1e-4
 
 
 def _magnitude(spec, pattern_name, sparsity, scope="global", example_inputs=None):
-    names = PrunableSet(spec.prunable_preset).resolve(spec.module)
-    pattern = get_pattern(pattern_name)
-    if example_inputs is not None:
-        pattern.setup(spec.module, names, spec, example_inputs=example_inputs)
-    else:
-        pattern.setup(spec.module, names, spec)
-    params = dict(spec.module.named_parameters())
-    scores = {n: params[n].detach().abs() for n in names}
-    mask = pattern.select(scores, Mask.ones_like(spec.module, names), sparsity, scope=scope)
-    pattern.verify(mask)
-    return pattern, mask
+    return magnitude_ticket(spec, pattern_name, sparsity, scope, example_inputs)
 
 
 def _images(spec, root, n=64):

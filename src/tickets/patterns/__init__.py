@@ -9,7 +9,7 @@ from tickets.errors import TicketsError
 from tickets.patterns.base import Pattern
 from tickets.registry import Registry
 
-__all__ = ["PATTERNS", "Pattern", "get_pattern", "pattern_from_meta", "DEFAULT_PATTERN"]
+__all__ = ["PATTERNS", "Pattern", "get_pattern", "pattern_from_meta", "magnitude_ticket", "DEFAULT_PATTERN"]
 
 PATTERNS: Registry[type[Pattern]] = Registry("sparsity pattern", listing="tickets patterns")
 DEFAULT_PATTERN = "unstructured"
@@ -49,3 +49,23 @@ def pattern_from_meta(meta: dict | str | None) -> Pattern:
     pattern = get_pattern(f"{meta['name']}:{options}" if options else meta["name"])
     pattern.restore(meta)
     return pattern
+
+
+def magnitude_ticket(spec, pattern: str, sparsity: float, scope: str = "global", example_inputs=None):
+    """(pattern, mask): one-shot magnitude pruning of the model's current weights (|θ0|, as OMP ranks them) under
+    ``pattern`` at ``sparsity`` of ``spec``'s prunable set, verified against the pattern. No training, no run
+    directory: what the compaction benchmark and tests draw. ``example_inputs`` go to ``Pattern.setup`` (channel
+    patterns trace the model with them). TicketsError as ``get_pattern`` / ``Pattern.select`` raise it."""
+    from tickets.masks import Mask, PrunableSet
+
+    names = PrunableSet(spec.prunable_preset).resolve(spec.module)
+    drawn = get_pattern(pattern)
+    if example_inputs is not None:
+        drawn.setup(spec.module, names, spec, example_inputs=example_inputs)
+    else:
+        drawn.setup(spec.module, names, spec)
+    params = dict(spec.module.named_parameters())
+    scores = {n: params[n].detach().abs() for n in names}
+    mask = drawn.select(scores, Mask.ones_like(spec.module, names), sparsity, scope=scope)
+    drawn.verify(mask)
+    return drawn, mask
