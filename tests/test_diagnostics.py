@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -127,3 +129,40 @@ def test_metrics_record_prediction_counts():
     reg = GlueMetric("corr")
     reg.update(torch.randn(4, 1, generator=g), {"labels": torch.rand(4, generator=g)})
     assert "predicted" not in reg.compute()  # regression: no classes
+
+
+class _TwoScales(torch.nn.Module):
+    """Two convolutions whose weights are 20× apart in scale (the second is the small one)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv1 = torch.nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.fc = torch.nn.Linear(8, 10)
+        with torch.no_grad():
+            self.conv1.weight.copy_(torch.randn(self.conv1.weight.shape, generator=g))
+            self.conv2.weight.copy_(torch.randn(self.conv2.weight.shape, generator=g) * 0.05)
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("pattern,scope,warned", [("unstructured", "global", True),
+                                                  ("unstructured", "layerwise", False),
+                                                  ("nm:2:4", "global", False)])
+def test_find_warns_about_mixed_scales_only_when_one_ranking_compares_tensors(tmp_path, pattern, scope, warned):
+    import tickets
+    from tickets import DataConfig, FindConfig, ScheduleConfig, TrainConfig
+
+    spec = tickets.from_module(_TwoScales(), name="two-scales", head="fc", input_size=8, in_channels=1,
+                               prunable_preset="cnn-all")
+    schedule = ScheduleConfig() if pattern.startswith("nm") else ScheduleConfig(kind="explicit", sparsities=[0.5])
+    cfg = FindConfig(model="two-scales", task="digits-5-9", method="omp", pattern=pattern, scope=scope,
+                     schedule=schedule, train=TrainConfig(epochs=1, batch_size=64, max_steps=2),
+                     data=DataConfig(train_size=128, limit=64))
+    res = tickets.find_tickets(cfg, model=spec, out=tmp_path, device="cpu", progress=False)
+    events = [json.loads(line) for line in (res.path / "log.jsonl").read_text().splitlines()]
+    messages = [e["message"] for e in events if e.get("event") == "warning"]
+    assert any("mixes magnitude scales" in m and "conv2.weight" in m for m in messages) == warned, messages

@@ -55,6 +55,12 @@ class Pattern:
         scores = {n: torch.rand(m.shape, generator=generator) for n, m in mask.items()}
         return self.select(scores, mask, sparsity, scope=scope)
 
+    def ranks_across_tensors(self, scope: str) -> bool:
+        """Whether groups of different tensors compete in one ranking under ``scope`` (then tensors of different
+        magnitude scales are pruned unevenly; ``tickets.diagnostics`` warns about it): ``scope == "global"``,
+        except for patterns that rank every group alone (N:M)."""
+        return scope == "global"
+
     def fixed_sparsity(self) -> float | None:
         """The only sparsity this pattern reaches (N:M: 1 − N/M), or None when any sparsity is possible."""
         return None

@@ -100,6 +100,10 @@ class NM(Pattern):
                 f"pattern {self.spec()} reaches only sparsity {self.fixed_sparsity():g} (1 - {self.n}/{self.m}), "
                 f"not {sparsity}: pass pattern.fixed_sparsity(), or walk an N:M list for several levels")
 
+    def ranks_across_tensors(self, scope: str) -> bool:
+        """Never: each group of M is ranked alone, whatever the scope."""
+        return False
+
     def select(self, scores: dict[str, torch.Tensor], mask: Mask, sparsity: float, *, scope: str = "global",
                largest: bool = False) -> Mask:
         """Keep the N highest-|score| kept weights (lowest with ``largest``) of every group of M; ``scope`` is

@@ -188,7 +188,9 @@ def _draw_levels(ctx: DrawContext, method: Method, levels: list[float], train, d
                            "fine-tune: choose a smaller K or train longer")
     from tickets.diagnostics import sparsity_warnings
 
-    for warning in sparsity_warnings(ctx.ones(), ctx.theta0_scores()):  # θ0's scales: once per run
+    # θ0's scales, once per run, when one ranking compares tensors (global scope; not layer-wise, not N:M)
+    scales = ctx.theta0_scores() if ctx.pattern.ranks_across_tensors(cfg.scope) else None
+    for warning in sparsity_warnings(ctx.ones(), scales):
         logger.warning(warning)
         run.log("warning", message=warning)
     level = 0
