@@ -3,9 +3,10 @@
     python benchmarks/eval_speed.py [--models resnet20,resnet56,minilm] [--rounds 10] [--limit 2048]
 
 "plain" is the loop as it was: the split in its order, ``eval_batch_size`` (256) examples per forward.
-"evaluate" is the project's function: images forwarded in cache-sized chunks of each 256-batch, text in
-length-sorted batches of at most 2,048 padded tokens. Per model: both variants' metrics (images: identical, bit
-for bit; text: identical predictions, mean losses within ~1e-7) and the median speed-up over interleaved rounds.
+"evaluate" is the project's function: a convolutional model through ``inference_copy`` (conv-BN folded,
+channels-last) with each 256-batch forwarded in cache-sized chunks; text in length-sorted batches of at most 2,048
+padded tokens. Per model: both variants' metrics (identical predictions, so identical accuracy and predicted-class
+counts; mean losses within ~1e-7) and the median speed-up over interleaved rounds.
 ResNet-20 / ResNet-56: pre-trained CIFAR-10 weights on the first ``--limit`` CIFAR-10 test images; MiniLM-L6:
 a fresh SST-2 head (as at the start of a fine-tune) on the full GLUE dev set (872 sentences).
 """

@@ -27,7 +27,7 @@ from tickets.pruning import random_prune
 from tickets.tasks.base import DataConfig
 from tickets.training.callbacks import (Callback, CheckpointCallback, pack_checkpoint, pack_tensor,
                                         unpack_checkpoint, unpack_tensor)
-from tickets.training.evaluate import _batch_size, eval_batches, evaluate, forward_in_chunks
+from tickets.training.evaluate import _batch_size, eval_batches, evaluate, forward_in_chunks, inference_copy
 from tickets.training.loop import fine_tune, make_optimizer, optimizer_step
 from tickets.verbs.prepare import prepare
 
@@ -205,19 +205,72 @@ def test_chunked_forward_is_one_forward_bit_for_bit(rows):
     assert torch.equal(whole, chunked)
 
 
-def test_evaluate_images_same_numbers_as_plain_batching():
+def assert_same_scores(new: dict, old: dict) -> None:
+    """The same predictions (accuracy and the predicted-class histogram) and mean losses equal up to rounding."""
+    assert new.keys() == old.keys()
+    for key in new:
+        if key == "loss":
+            assert new[key] == pytest.approx(old[key], rel=1e-6)
+        else:
+            assert new[key] == old[key], key
+
+
+def test_evaluate_images_same_scores_as_plain_batching():
     p = prepare("small-cnn", "digits-5-9", data=DATA)
     for batch_size in (256, 50, 7):
-        assert evaluate(p.model, p.task, "test", device="cpu", batch_size=batch_size) == \
-            plain_evaluate(p.model, p.task, "test", batch_size)
+        assert_same_scores(evaluate(p.model, p.task, "test", device="cpu", batch_size=batch_size),
+                           plain_evaluate(p.model, p.task, "test", batch_size))
 
 
-def test_evaluate_resnet20_same_numbers_as_plain_batching(shared_data, shared_models):
+def test_evaluate_resnet20_same_scores_as_plain_batching(shared_data, shared_models):
     p = prepare("resnet20-cifar10", "cifar10", data=DataConfig(train_size=100), head="pretrained",
                 data_root=shared_data, model_root=shared_models)
     new = evaluate(p.model, p.task, "test", device="cpu", batch_size=256, limit=300)
-    assert new == plain_evaluate(p.model, p.task, "test", 256, limit=300)
+    assert_same_scores(new, plain_evaluate(p.model, p.task, "test", 256, limit=300))
     assert new["examples"] == 300
+
+
+def test_inference_copy_folds_batchnorm_and_leaves_the_model_alone():
+    p = prepare("small-cnn", "digits-5-9", data=DATA)
+    model = p.model.train()
+    mask = random_prune(Mask.ones_like(model, p.names), 0.5, generator=torch.Generator().manual_seed(0))
+    mask.apply_(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = inference_copy(model)
+    assert model.training and not fast.training
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())  # every conv → BN pair folded
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]) and v.is_contiguous(), k
+    convs = [m for m in fast.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    params = dict(model.named_parameters())
+    for name, keep in mask.items():  # folding scales a weight: pruned (zero) weights stay zero
+        if params[name].dim() == 4:
+            folded = dict(fast.named_parameters())[name]
+            assert torch.all(folded[~keep] == 0) and torch.all(folded[keep] != 0)
+    x = next(p.task.test.batches(64))["x"]
+    with torch.no_grad():
+        ref, out = model.eval()(x), fast(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5) and torch.equal(out.argmax(1), ref.argmax(1))
+
+
+def test_inference_copy_of_an_untraceable_model_is_a_plain_copy():
+    class Branchy(nn.Module):  # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.bn(self.conv(x))
+            return y.flatten(1) if y.sum() > 0 else -y.flatten(1)
+
+    model = Branchy().eval()
+    fast = inference_copy(model)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in fast.modules()) and fast is not model
+    x = torch.randn(8, 1, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(fast(x.contiguous(memory_format=torch.channels_last)), model(x), atol=1e-6)
 
 
 def test_token_order_is_a_budgeted_length_sorted_partition():
