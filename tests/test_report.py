@@ -160,6 +160,30 @@ def test_report_files(study):
     assert len(scores) == 2 * (2 + 2 + 2 + 2)  # per seed: imp 2 + omp 2 levels, 2 transfers, 2 dense
 
 
+def test_compute_counts_the_study_runs_whichever_study_folder_ran_them(study, tmp_path):
+    from tickets.study.report.collect import collect, run_compute
+
+    out, sdir = study
+    assert "all run by this study's own process" in (sdir / "report.md").read_text()
+    runs = {j["run"] for j in json.loads((sdir / "jobs.json").read_text())["jobs"]}
+    own = run_compute(sdir, runs)
+    assert list(own) == [sdir.name] and own[sdir.name]["jobs"] == len(runs)
+    # a phase folder beside the study ran one of its runs; a third folder ran a run that is not the study's
+    study_dir = tmp_path / "out" / sdir.name
+    study_dir.mkdir(parents=True)
+    (study_dir / "progress.jsonl").write_text("")
+    run = sorted(runs)[0]
+    lines = {"study-x-p1": [{"run": run, "status": "done", "cpu_seconds": 3600.0, "wall_seconds": 4000.0},
+                            {"run": run, "status": "failed", "cpu_seconds": 99.0, "wall_seconds": 99.0}],
+             "study-other": [{"run": "find-000000000000", "status": "done", "cpu_seconds": 5.0,
+                              "wall_seconds": 5.0}]}
+    for name, records in lines.items():
+        (tmp_path / "out" / name).mkdir()
+        (tmp_path / "out" / name / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert run_compute(study_dir, runs) == {"study-x-p1": {"jobs": 1, "cpu_seconds": 3600.0, "wall_seconds": 4000.0}}
+    assert collect(sdir)["run_compute"] == own
+
+
 def _mean_test(runs: list[Path], level: str = "level-00") -> float:
     vals = []
     for r in runs:

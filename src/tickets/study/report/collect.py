@@ -190,7 +190,8 @@ def collect(directory: str | Path) -> dict[str, Any]:
     train_size, train_seconds, run), ``tickets`` (one per ticket of a find run: model, source, method (label),
     base_method, pattern, robust, level, seed, sparsity, path, report), ``configs
     (run name → config.yaml), and the study's ``name``, ``description``, ``seeds``, ``models``, ``progress``
-    (progress.jsonl records; empty without a study). Raises TicketsError when ``directory`` is not a directory
+    (progress.jsonl records; empty without a study), ``run_compute`` (:func:`run_compute`: the compute of the
+    study's runs per study folder that ran them). Raises TicketsError when ``directory`` is not a directory
     or holds no finished level."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -213,6 +214,7 @@ def collect(directory: str | Path) -> dict[str, Any]:
         progress = directory / "progress.jsonl"
         if progress.exists():
             ctx["progress"] = _json_lines(progress)
+        ctx["run_compute"] = run_compute(directory, seen)
     else:
         runs = sorted(p for p in directory.iterdir() if p.is_dir() and p.name.startswith(("find-", "transfer-"))
                       and (p / "config.yaml").exists())
@@ -254,6 +256,26 @@ def _fill_fractions(rows: list[dict]) -> None:
         if r["fraction"] is None:
             n = largest.get((r["model"], r["target"]))
             r["fraction"] = round(r["train_size"] / n, 6) if n and r["train_size"] else 1.0
+
+
+def run_compute(study_dir: Path, runs: set[str]) -> dict[str, dict[str, float]]:
+    """CPU and wall seconds spent on ``runs`` (run directory names), per study folder that ran them.
+
+    A study's jobs may be run by other study folders in the same output directory (priority phases, another
+    experiment file sharing runs): every ``study-*/progress.jsonl`` there is read and its ``done`` records for
+    these runs are summed per folder. Returns {folder name: {"jobs", "cpu_seconds", "wall_seconds"}}; runs no
+    study recorded (run by hand, or by a killed process) count nowhere."""
+    out: dict[str, dict[str, float]] = {}
+    folders = sorted(p for p in study_dir.parent.glob("study-*") if (p / "progress.jsonl").is_file())
+    for folder in folders:
+        for rec in _json_lines(folder / "progress.jsonl"):
+            if rec.get("status") != "done" or rec.get("run") not in runs:
+                continue
+            acc = out.setdefault(folder.name, {"jobs": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0})
+            acc["jobs"] += 1
+            acc["cpu_seconds"] += float(rec.get("cpu_seconds") or 0.0)
+            acc["wall_seconds"] += float(rec.get("wall_seconds") or 0.0)
+    return out
 
 
 def _json_lines(path: Path) -> list[dict]:

@@ -138,14 +138,19 @@ def _setup_lines(ctx: dict) -> list[str]:
                  "the dense model's mean (mean ≥ dense mean − dense sd), and *at least dense* when mean ≥ dense mean "
                  "(the stricter criterion). The highest matching sparsity is the largest sparsity at which it "
                  "matches.")
-    progress = [p for p in ctx["progress"] if p.get("status") == "done"]
     train_seconds = sum(r.get("train_seconds", 0.0) for r in rows)
-    if progress:
-        cpu = sum(p["cpu_seconds"] for p in progress)
-        wall = sum(p["wall_seconds"] for p in progress)
-        lines.append(f"- **Compute**: this study ran {len(progress)} jobs in {wall / 3600:.2f} h wall, "
-                     f"{cpu / 3600:.2f} CPU-hours (process CPU time); the training loops of all runs the report "
-                     f"reads (including runs reused from elsewhere; evaluation not counted) took "
+    compute = ctx.get("run_compute") or {}
+    if compute:
+        cpu = sum(c["cpu_seconds"] for c in compute.values())
+        wall = sum(c["wall_seconds"] for c in compute.values())
+        jobs = sum(c["jobs"] for c in compute.values())
+        own = compute.get(Path(ctx["dir"]).name)
+        by = ", ".join(f"{name} {c['jobs']} ({c['cpu_seconds'] / 3600:.2f} CPU-h)" for name, c in compute.items())
+        where = ("all run by this study's own process" if own and len(compute) == 1 else
+                 f"run by study folder (phases or other files sharing the runs): {by}")
+        lines.append(f"- **Compute**: the study's runs took {cpu / 3600:.2f} CPU-hours (process CPU time) and "
+                     f"{wall / 3600:.2f} h of job wall time over {jobs} finished jobs, {where}; the training "
+                     f"loops of all runs the report reads (evaluation not counted) took "
                      f"{train_seconds / 3600:.2f} h wall.")
     else:
         lines.append(f"- **Compute**: fine-tuning in the runs read took {train_seconds / 3600:.2f} h wall.")
