@@ -11,7 +11,7 @@ default, which is part of every run's hash and stays as it is):
   concatenated (chunking alone changes no bit: eval-mode outputs do not depend on the batch around an example).
   The fold and the layout round differently in the last bits: predictions, hence accuracy, are the same on
   the benchmark and test sets (an example whose two top logits are within ~1e-6 could flip) and mean losses
-  differ around 1e-8 relative. ResNet-20 / ResNet-56 evaluate about 1.6× faster than plain 256-batches.
+  differ around 1e-7 relative. ResNet-20 / ResNet-56 evaluate about 1.6× faster than plain 256-batches.
 * **text**: length-sorted batches of at most ``EVAL_TOKENS`` padded tokens (and at most the requested batch
   size of examples), so a batch is padded to the length of similar examples, not to the longest of 256
   (``TokenSplit.token_batches``). Predictions, hence accuracy / F1 / Matthews / correlations, are unchanged;

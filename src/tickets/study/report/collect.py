@@ -189,17 +189,16 @@ def collect(directory: str | Path) -> dict[str, Any]:
     sparsity, seed, metric, score (test), robust_accuracy / robust_clean (with ``robust_eval``, else None),
     train_size, train_seconds, run), ``tickets`` (one per ticket of a find run: model, source, method (label),
     base_method, pattern, robust, level, seed, sparsity, path, report), ``configs
-    (run name → config.yaml), and the study's ``name``, ``description``, ``seeds``, ``models``, ``progress``
-    (progress.jsonl records; empty without a study), ``run_compute`` (:func:`run_compute`: the compute of the
-    study's runs per study folder that ran them). Raises TicketsError when ``directory`` is not a directory
-    or holds no finished level."""
+    (run name → config.yaml), and the study's ``name``, ``description``, ``seeds``, ``models`` and
+    ``run_compute`` (:func:`run_compute`: the compute of its runs per study folder that ran them; empty without a
+    study). Raises TicketsError when ``directory`` is not a directory or holds no finished level."""
     directory = Path(directory)
     if not directory.is_dir():
         raise TicketsError(f"{str(directory)!r} is not a directory: pass OUT/study-<name> (from `tickets run`) or a "
                            "folder of find-*/transfer-* runs")
     jobs_file = directory / "jobs.json"
     ctx: dict[str, Any] = {"dir": directory, "name": directory.name, "description": "", "seeds": None,
-                           "progress": []}
+                           "run_compute": {}}
     entries: list[tuple[Path, float | None, dict | None]] = []
     if jobs_file.exists():
         study = read_json(jobs_file)
@@ -211,9 +210,6 @@ def collect(directory: str | Path) -> dict[str, Any]:
             if job.get("run") and job["run"] not in seen and (out / job["run"]).is_dir():
                 seen.add(job["run"])
                 entries.append((out / job["run"], job.get("fraction", 1.0), job))
-        progress = directory / "progress.jsonl"
-        if progress.exists():
-            ctx["progress"] = _json_lines(progress)
         ctx["run_compute"] = run_compute(directory, seen)
     else:
         runs = sorted(p for p in directory.iterdir() if p.is_dir() and p.name.startswith(("find-", "transfer-"))
