@@ -255,6 +255,15 @@ def test_inference_copy_folds_batchnorm_and_leaves_the_model_alone():
     assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5) and torch.equal(out.argmax(1), ref.argmax(1))
 
 
+def test_evaluate_a_model_without_convolutions_bit_for_bit():
+    """No conv, no copy: an MLP on images is scored on itself, in chunks, with the plain loop's exact numbers."""
+    p = prepare("small-cnn", "digits-5-9", data=DATA)
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).train()
+    assert evaluate(mlp, p.task, "test", device="cpu", batch_size=50) == plain_evaluate(mlp, p.task, "test", 50)
+    assert mlp.training
+
+
 def test_inference_copy_of_an_untraceable_model_is_a_plain_copy():
     class Branchy(nn.Module):  # data-dependent control flow: torch.fx cannot trace it
         def __init__(self):
