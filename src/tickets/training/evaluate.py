@@ -51,6 +51,13 @@ def _batch_size(batch: dict) -> int:
     return int(next(iter(batch.values())).shape[0])
 
 
+def place(model: nn.Module, mask: Mask | None, device: torch.device) -> None:
+    """Move ``model`` to ``device`` and apply ``mask`` (if any) to it in place."""
+    model.to(device)
+    if mask is not None:
+        mask.to(device).apply_(model)
+
+
 def eval_batches(
     model: nn.Module,
     task: Task,
@@ -70,9 +77,7 @@ def eval_batches(
     ``tokens``: for splits that offer ``token_batches`` (text), length-sorted batches of at most that many
     padded tokens and ``batch_size`` examples instead of ``batch_size``-example batches in the split's order."""
     device = resolve_device(device)
-    model.to(device)
-    if mask is not None:
-        mask.to(device).apply_(model)
+    place(model, mask, device)
     data = task.split(split).limit(limit)
     was_training = model.training
     model.eval()
@@ -113,9 +118,7 @@ def evaluate(
     images = cpu and task.kind == "image"
     channels_last = images and has_conv2d(model)
     if channels_last:
-        model.to(device)
-        if mask is not None:
-            mask.to(device).apply_(model)
+        place(model, mask, device)
         model, mask = inference_copy(model), None
     metric = task.new_metric()
     n = 0
