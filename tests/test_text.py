@@ -847,3 +847,66 @@ def test_minilm_declares_its_untrained_pooler_and_pools_as_sentence_transformers
         ours = pool(minilm.module.base(**x)[0], x["attention_mask"], minilm.info["pooling"])
     minilm.module.train(was)
     torch.testing.assert_close(torch.nn.functional.normalize(ours, dim=-1), ref, rtol=1e-4, atol=1e-5)
+
+
+# -- run identity on text data: inputs.json records the GLUE files by content -----------------------------------------
+def _transfer_argv(ckpt: Path, out: Path) -> list[str]:
+    return ["transfer", "--model", f"hf:{ckpt}", "--task", "glue/sst2", "--epochs", "1", "--train-size", "30",
+            "--val-size", "5", "--batch-size", "16", "--device", "cpu", "--quiet", "--out", str(out)]
+
+
+def test_changed_glue_files_are_refused_and_moved_ones_reused(tiny_tok, tmp_path, capsys, monkeypatch):
+    """A text run recorded only its split names ("train", "test"), so the same command on GLUE files with other
+    labels returned the old run (a newcomer's report). Now the files' sha256 is recorded and compared; the path is
+    not: a byte-identical copy, a symlinked root and a relative root reuse the run."""
+    import json
+    import shutil
+
+    from tickets.cli import main
+
+    ckpt = tiny_checkpoint(tiny_tok, tmp_path / "ckpt")
+    a = glue_root(tmp_path / "a")
+    argv = _transfer_argv(ckpt, tmp_path / "runs")
+    assert main([*argv, "--data-root", str(a)]) == 0
+    (record,) = (tmp_path / "runs").glob("transfer-*/inputs.json")
+    data = json.loads(record.read_text())["data"]
+    assert [Path(e["file"]).name for e in data] == ["train.tsv", "dev.tsv"] and all(len(e["sha256"]) == 64 for e in data)
+
+    shutil.copytree(a, tmp_path / "copy")
+    (tmp_path / "link").symlink_to(a)
+    monkeypatch.chdir(tmp_path)
+    for root in (tmp_path / "copy", tmp_path / "link", "copy"):
+        capsys.readouterr()
+        assert main([*argv, "--data-root", str(root)]) == 0, capsys.readouterr().err
+        assert len(list((tmp_path / "runs").glob("transfer-*"))) == 1
+
+    flipped = tmp_path / "flipped"
+    shutil.copytree(a, flipped)
+    train = flipped / "glue" / "SST-2" / "train.tsv"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join([lines[0], *(f"{s}\t{1 - int(y)}" for s, y in (r.rsplit("\t", 1) for r in lines[1:]))])
+                     + "\n")
+    capsys.readouterr()
+    assert main([*argv, "--data-root", str(flipped)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other inputs" in err[0] and "data[0]" in err[0] and "train.tsv" in err[0], err
+
+
+def test_a_record_without_data_digests_adopts_them_once():
+    """Records written before text files were checksummed name only the splits: nothing to compare, so the
+    current digests are adopted (and from then on checked); a record with digests is compared by digest alone."""
+    from tickets.runs import compare_inputs
+
+    model = {"id": "minilm-l6", "files": [{"file": "/site/a/model.safetensors", "sha256": "m1"}]}
+    moved = {"id": "minilm-l6", "files": [{"file": "/other/b/model.safetensors", "sha256": "m1"}]}
+    old = {"model": model, "data": [{"file": "train"}, {"file": "test"}]}
+    new = {"model": moved, "data": [{"file": "/d/train.tsv", "sha256": "t"}, {"file": "/d/dev.tsv", "sha256": "v"}]}
+    assert compare_inputs(old, new) == (None, new)
+    assert compare_inputs(new, {**new, "data": [{"file": "/e/train.tsv", "sha256": "t"}, new["data"][1]]}) == (None, None)
+    what, upgrade = compare_inputs(new, {**new, "data": [{"file": "/d/train.tsv", "sha256": "x"}, new["data"][1]]})
+    assert upgrade is None and what.startswith("data[0]")
+    what, _ = compare_inputs(new, {**new, "model": {**moved, "files": [{"file": "/b/model.safetensors", "sha256": "m2"}]}})
+    assert what and what.startswith("model")
+    digits = {"model": {"id": "small-cnn"}, "data": [{"file": "sklearn.datasets.load_digits"}]}
+    assert compare_inputs(digits, digits) == (None, None)
+    assert compare_inputs(digits, {**digits, "data": [{"file": "other"}]})[0] is not None

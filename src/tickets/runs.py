@@ -35,8 +35,8 @@ from tickets.fileio import atomic_write, atomic_write_bytes, atomic_write_text, 
 from tickets.fileio import json_default as _json_default
 from tickets.runtime import is_main_process
 
-__all__ = ["RunDir", "RunLayout", "RunBusy", "config_hash", "TICKET_FILE", "run_lock", "is_locked", "atomic_write", "atomic_write_bytes",
-           "atomic_write_text", "read_json", "write_json"]
+__all__ = ["RunDir", "RunLayout", "RunBusy", "config_hash", "compare_inputs", "TICKET_FILE", "run_lock", "is_locked",
+           "atomic_write", "atomic_write_bytes", "atomic_write_text", "read_json", "write_json"]
 
 TICKET_FILE = "ticket.safetensors"
 
@@ -56,6 +56,49 @@ def _first_difference(old: Any, new: Any, where: str = "") -> str:
             if a != b:
                 return _first_difference(a, b, f"{where}[{i}]")
     return f"{where or 'inputs'}: {str(old)[:80]} then, now {str(new)[:80]}"
+
+
+def _content(entry: Any) -> Any:
+    """What identifies one recorded input: its sha256 when it was read from a file, else its name (a loader such as
+    ``sklearn.datasets.load_digits``). Paths are not identity: the same bytes under another data root, a symlink or
+    a relative root are the same input."""
+    if isinstance(entry, dict) and entry.get("sha256"):
+        return entry["sha256"]
+    return entry.get("file") if isinstance(entry, dict) else entry
+
+
+def _model_content(model: dict) -> Any:
+    files = model.get("files")
+    return (model.get("id"), model.get("sha256"),
+            None if files is None else sorted((Path(str(f.get("file"))).name, _content(f)) for f in files))
+
+
+def compare_inputs(old: dict, new: dict) -> tuple[str | None, dict | None]:
+    """Compare a run's recorded inputs (``inputs.json``) with the ones read now, by content.
+
+    Returns ``(difference, upgrade)``: ``difference`` is None when they agree, else a short "where: then, now" text;
+    ``upgrade`` is the record to write instead of ``old`` when ``old`` holds data entries without a sha256 where
+    ``new`` has them (records written before text tasks' files were checksummed named only their splits, so there
+    is nothing to compare; the current digests are adopted), else None. A file's path never decides: only its
+    sha256 (or a non-file entry's name)."""
+    if _model_content(old.get("model") or {}) != _model_content(new.get("model") or {}):
+        return _first_difference(old.get("model"), new.get("model"), "model"), None
+    old_data, new_data = list(old.get("data") or []), list(new.get("data") or [])
+    unchecked = not any(isinstance(e, dict) and e.get("sha256") for e in old_data)
+    if unchecked and any(isinstance(e, dict) and e.get("sha256") for e in new_data):
+        return None, new
+    if len(old_data) != len(new_data):
+        return f"data: {len(old_data)} files then, {len(new_data)} now", None
+    for i, (a, b) in enumerate(zip(old_data, new_data)):
+        if _content(a) != _content(b):
+            return f"data[{i}]: {_describe(a)} then, {_describe(b)} now", None
+    return None, None
+
+
+def _describe(entry: Any) -> str:
+    if isinstance(entry, dict) and entry.get("sha256"):
+        return f"{Path(str(entry.get('file'))).name} sha256 {entry['sha256'][:12]}"
+    return str(entry.get("file") if isinstance(entry, dict) else entry)[:80]
 
 
 def config_hash(config: dict) -> str:
@@ -207,8 +250,8 @@ class RunDir:
     # -- inputs ------------------------------------------------------------------------------------------
     def check_inputs(self, inputs: dict) -> None:
         """Record ``inputs`` (data files and weights by sha256, see ``Prepared.inputs``) in ``inputs.json`` the
-        first time; later, refuse with one line when they differ — the same config on other data or weights must
-        not silently return this run's results."""
+        first time; later, refuse with one line when their contents differ (``compare_inputs``: by sha256, not by
+        path) — the same config on other data or weights must not silently return this run's results."""
         path = self.layout.inputs
         if path.exists():
             try:
@@ -219,12 +262,14 @@ class RunDir:
                     raise TicketsError(f"{str(path)!r} is unreadable, so the finished levels of {self.path} cannot be "
                                        "checked against these data and weights: delete that run directory to "
                                        "recompute it (or restore inputs.json)") from None
-            if old is not None and old != inputs:
-                what = _first_difference(old, inputs)
-                raise TicketsError(f"run directory {self.path} was computed from other inputs ({what}): choose another "
-                                   "--out for these data/weights, or delete that run to recompute it")
             if old is not None:
-                return
+                what, upgrade = compare_inputs(old, inputs)
+                if what is not None:
+                    raise TicketsError(f"run directory {self.path} was computed from other inputs ({what}): choose "
+                                       "another --out for these data/weights, or delete that run to recompute it")
+                if upgrade is None:
+                    return
+                self.log("inputs_recorded", reason="the record named data splits without their sha256")
         try:
             write_json(path, inputs)
         except OSError:  # a finished run in a read-only folder made before inputs were recorded: nothing to record

@@ -363,7 +363,7 @@ def load_mlm_task(
         n_test = max(1, int(round(TEST_FRACTION * n_train))) if n_train >= 2 else 0
         pool = np.arange(n_train - n_test)
         test_rows = np.arange(n_train - n_test, n_train)
-        files["test"] = f"{train_file} (last {n_test} of {n_train} blocks)"
+        files["test"] = f"{Path(train_file).name} (last {n_test} of {n_train} blocks)"  # no path: compared by name
     if len(pool) < 2:
         raise TicketsError(
             f"{name}: {train_file} gives only {len(pool)} training block(s) of {body} tokens: use a bigger file"

@@ -66,14 +66,17 @@ class Prepared:
     def inputs(self) -> dict:
         """What this run reads besides its config, by content: every data file the task loaded and the model's
         weights, each with its sha256 (``runs.RunDir.check_inputs`` records it and refuses a reused run directory
-        whose inputs changed). Entries that are not files (``sklearn.datasets.load_digits``) are kept as named."""
+        whose inputs changed). Paths are recorded resolved, for the reader; only the digests are compared. Entries
+        that are not files (``sklearn.datasets.load_digits``) are kept as named. A task's ``info["files"]`` is a list
+        of paths or a ``{split: path}`` dict."""
         from tickets.statedict import file_digest
 
         def files(paths) -> list[dict]:
             out = []
             for entry in paths:
                 path = Path(str(entry))
-                out.append({"file": str(entry), "sha256": file_digest(path)} if path.is_file() else {"file": str(entry)})
+                out.append({"file": str(path.resolve()), "sha256": file_digest(path)} if path.is_file()
+                           else {"file": str(entry)})
             return out
 
         info = self.spec.info
@@ -87,7 +90,8 @@ class Prepared:
             folder = Path(str(info["source"]))
             model["files"] = files(sorted(str(p) for p in folder.iterdir()
                                           if p.suffix in (".safetensors", ".bin", ".json") and p.is_file()))
-        return {"model": model, "data": files(self.task.info.get("files", []))}
+        data = self.task.info.get("files", [])  # a list, or {split: file} (text tasks)
+        return {"model": model, "data": files(data.values() if isinstance(data, dict) else data)}
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         """Put ``state`` into the model in place (devices kept)."""
