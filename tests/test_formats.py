@@ -134,6 +134,81 @@ def test_export_flag_errors(tmp_path, capsys):
     one_line_error(code, err, "records no model", "--model")
 
 
+def test_export_onto_an_existing_directory_names_it(tmp_path, capsys):
+    """`--out DIR` for a one-file format used to fail naming a temporary file in DIR's parent."""
+    save_ticket(tmp_path / "t.safetensors", Ticket(_random_mask(_net(), ["fc1.weight"]), {}))
+    out = tmp_path / "masks"
+    out.mkdir()
+    for fmt in ("torch-prune", "nni"):
+        code, _, err = run(capsys, "export", tmp_path / "t.safetensors", "--to", fmt, "--out", out)
+        one_line_error(code, err, f"--out {out} is a directory", "give a file name")
+        assert ".tmp" not in err
+    assert not list(out.iterdir()) and sorted(p.name for p in tmp_path.iterdir()) == ["masks", "t.safetensors"]
+    # open-lth writes a folder: an existing directory receives mask.pth, whatever its name
+    (tmp_path / "lth.pth").mkdir()
+    code, _, err = run(capsys, "export", tmp_path / "t.safetensors", "--to", "open-lth", "--out", tmp_path / "lth.pth")
+    assert code == 0, err
+    assert load_ticket(tmp_path / "lth.pth" / "mask.pth").mask.equal(load_ticket(tmp_path / "t.safetensors").mask)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# mask files of other tools saved as safetensors
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _dataparallel_pruned_state() -> tuple[dict[str, torch.Tensor], Mask]:
+    """The state dict of a DataParallel model pruned with torch.nn.utils.prune: module.conv.weight_orig,
+    module.conv.weight_mask, biases, … and the mask it holds."""
+    net = _net()
+    prune.l1_unstructured(net.conv, "weight", amount=0.5)
+    prune.random_unstructured(net.fc1, "weight", amount=0.3)
+    state = {f"module.{k}": v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    return state, Mask({"conv.weight": net.conv.weight_mask.bool(), "fc1.weight": net.fc1.weight_mask.bool()})
+
+
+@pytest.mark.parametrize("layout", ["prune-state-dict", "prune-masks-only", "plain-bool", "plain-uint8",
+                                    "plain-float"])
+def test_safetensors_mask_files_read_like_their_torch_save_twins(tmp_path, layout):
+    from safetensors.torch import save_file
+
+    state, expected = _dataparallel_pruned_state()
+    if layout == "prune-state-dict":
+        obj = state
+    elif layout == "prune-masks-only":
+        obj = {k: v for k, v in state.items() if k.endswith("_mask")}
+    else:  # a plain {name: mask} dict saved from the DataParallel model: names keep their module. prefix
+        dtype = {"plain-bool": torch.bool, "plain-uint8": torch.uint8, "plain-float": torch.float32}[layout]
+        obj = {f"module.{n}": t.to(dtype).contiguous() for n, t in expected.items()}
+    save_file(obj, str(tmp_path / "masks.safetensors"))
+    torch.save(obj, tmp_path / "masks.pt")
+    st, pt = load_ticket(tmp_path / "masks.safetensors"), load_ticket(tmp_path / "masks.pt")
+    assert sorted(st.mask.names) == sorted(pt.mask.names)
+    assert all(torch.equal(st.mask[n], pt.mask[n]) for n in pt.mask.names)
+    assert st.meta["format"] == pt.meta["format"] and st.meta["sparsity"] == pytest.approx(pt.meta["sparsity"])
+    # the same order, so the same checksum (it names the mask in run hashes), at every load
+    again = [load_ticket(tmp_path / "masks.safetensors") for _ in range(3)]
+    assert all(t.mask.names == st.mask.names and t.meta["checksum"] == st.meta["checksum"] for t in again)
+    # and the same names where it meets the model (module. resolved, as for the torch.save file)
+    model = _net()
+    assert st.fit(model, head="fc").equal(expected) and pt.fit(model, head="fc").equal(expected)
+
+
+def test_safetensors_weights_are_called_weights_and_bad_files_one_line(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    state, _ = _dataparallel_pruned_state()
+    weights = {k: v for k, v in state.items() if not k.endswith("_mask")}
+    save_file(weights, str(tmp_path / "weights.safetensors"))
+    code, _, err = run(capsys, "inspect", tmp_path / "weights.safetensors")
+    one_line_error(code, err, "model weights, not masks", "ticket-from-weights")
+    torch.save(weights, tmp_path / "weights.pt")  # the torch.save twin says the same
+    code, _, err = run(capsys, "inspect", tmp_path / "weights.pt")
+    one_line_error(code, err, "model weights, not masks")
+    save_file({}, str(tmp_path / "nothing.safetensors"), metadata={"format": "pt"})
+    code, _, err = run(capsys, "inspect", tmp_path / "nothing.safetensors")
+    one_line_error(code, err, "holds no masks")
+
+
 # --------------------------------------------------------------------------------------------------------------
 # a ticket meets a model: wrapper prefixes, head entries, legacy masks without a model
 # --------------------------------------------------------------------------------------------------------------
@@ -324,8 +399,12 @@ def test_ticket_from_weights_keeps_a_checkpoints_zeros_through_transfer(tmp_path
     assert all(torch.equal(ticket.mask[n], keep[n]) for n in names)
     assert ticket.meta["method"] == "zeros" and ticket.meta["source_weights"]["path"] == str(ckpt)
 
+
     common = ["--weights", ckpt, "--task", "digits-0-4", "--save-weights", *FAST]
-    assert run(capsys, "transfer", "--ticket", tmp_path / "zeros.safetensors", "--out", tmp_path / "t", *common)[0] == 0
+    code, _, err = run(capsys, "transfer", "--ticket", tmp_path / "zeros.safetensors", "--out", tmp_path / "t", *common)
+    assert code == 0, err
+    assert "was drawn on" not in err  # the same --weights: θ0 is the checkpoint the ticket records
+    assert ticket.meta["theta0_weights"]["sha256"] == ticket.meta["source_weights"]["sha256"]
     assert run(capsys, "transfer", "--model", "small-cnn", "--out", tmp_path / "d", *common)[0] == 0
     tuned = load_file(next((tmp_path / "t").glob("transfer-*/model.safetensors")))
     dense = load_file(next((tmp_path / "d").glob("transfer-*/model.safetensors")))
@@ -335,6 +414,67 @@ def test_ticket_from_weights_keeps_a_checkpoints_zeros_through_transfer(tmp_path
     assert revived["ticket"] == 0
     assert revived["dense"] > 0.9 * zeros  # dense fine-tuning revives them: the test can fail
     assert sum(int((tuned[n][keep[n]] != state[n][keep[n]]).sum()) for n in names) > 0.9 * (total - zeros)
+
+
+def _sparse_checkpoint(path: Path, scale: float = 1.0) -> Path:
+    from safetensors.torch import save_file
+
+    from tickets.models import load_model
+
+    state = load_model("small-cnn").module.state_dict()
+    save_file({k: (v * (v.abs() > v.abs().median()) * scale if v.dim() > 1 else v).contiguous()
+               for k, v in state.items()}, str(path))
+    return path
+
+
+def test_transfer_warns_exactly_when_theta0_is_not_the_one_the_ticket_records(tmp_path, capsys):
+    """A ticket records the θ0 it was drawn on; transfer warns when the θ0 it uses is another one — and only then.
+    ticket-from-weights used to record its checkpoint where transfer did not look, so the same --weights warned
+    and leaving --weights out (the real mismatch) did not."""
+    from tickets.ticket import describe
+    from tickets.verbs.ticket_from_weights import ticket_from_weights
+    from tickets.verbs.transfer import theta0_mismatch
+
+    ckpt = _sparse_checkpoint(tmp_path / "sparse.safetensors")
+    other = _sparse_checkpoint(tmp_path / "other.safetensors", scale=2.0)
+    copy = tmp_path / "copy.safetensors"  # the same bytes under another path: the same θ0
+    copy.write_bytes(ckpt.read_bytes())
+    ticket_from_weights("small-cnn", weights=ckpt, out=tmp_path / "zeros.safetensors")
+    zeros = load_ticket(tmp_path / "zeros.safetensors")
+    assert theta0_mismatch(zeros, ckpt) is None and theta0_mismatch(zeros, copy) is None
+    shipped = theta0_mismatch(zeros, None)
+    assert shipped and "shipped weights" in shipped and f"--weights {ckpt}" in shipped
+    assert "checkpoint" in (theta0_mismatch(zeros, other) or "")
+    assert "drawn on checkpoint sha256:" in describe(zeros)  # inspect says which θ0, not a bare "theta0"
+    # a ticket ticket-from-weights wrote before it recorded theta0_weights: its source_weights is read
+    legacy = Ticket(zeros.mask, {k: v for k, v in zeros.meta.items() if k != "theta0_weights"})
+    assert theta0_mismatch(legacy, ckpt) is None and theta0_mismatch(legacy, None)
+
+    # a ticket drawn on the shipped weights (tickets find without --weights; ticket-from-weights of the model)
+    ticket_from_weights("small-cnn", out=tmp_path / "own.safetensors")
+    own = load_ticket(tmp_path / "own.safetensors")
+    assert theta0_mismatch(own, None) is None
+    assert "shipped weights" in (theta0_mismatch(own, ckpt) or "") and "drop --weights" in theta0_mismatch(own, ckpt)
+    # another tool's mask records no θ0: nothing to compare, no warning
+    torch.save({n: t.int() for n, t in zeros.mask.items()}, tmp_path / "mask.pth")
+    assert theta0_mismatch(load_ticket(tmp_path / "mask.pth"), ckpt) is None
+
+
+def test_transfer_without_the_tickets_weights_warns(tmp_path, capsys):
+    """The real mismatch: a ticket from a checkpoint's zeros, transferred without that --weights (θ0 = the shipped
+    weights, whose zeros are elsewhere). It used to pass silently."""
+    ckpt = _sparse_checkpoint(tmp_path / "sparse.safetensors")
+    code, _, err = run(capsys, "ticket-from-weights", "--model", "small-cnn", "--weights", ckpt, "--out",
+                       tmp_path / "zeros.safetensors", "--quiet")
+    assert code == 0, err
+    code, _, err = run(capsys, "transfer", "--ticket", tmp_path / "zeros.safetensors", "--task", "digits-0-4",
+                       "--out", tmp_path / "runs", *FAST)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "was drawn on" in line]
+    assert len(warnings) == 1 and "checkpoint" in warnings[0] and "shipped weights" in warnings[0]
+    assert f"--weights {ckpt}" in warnings[0]
+    code, out, err = run(capsys, "inspect", tmp_path / "zeros.safetensors")  # and inspect says which θ0
+    assert code == 0 and "drawn on checkpoint sha256:" in out
 
 
 def test_ticket_from_weights_without_zeros_warns(tmp_path, capsys):

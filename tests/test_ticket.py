@@ -164,10 +164,11 @@ def test_unknown_and_missing_files(tmp_path):
     junk.write_bytes(b"hello, this is not a ticket at all")
     with pytest.raises(TicketsError, match="not a ticket"):
         load_ticket(junk)
-    weights = tmp_path / "model.safetensors"
-    safetensors.torch.save_file({"fc.weight": torch.ones(2, 2)}, str(weights))
-    with pytest.raises(TicketsError, match="safetensors file but not a ticket"):
+    weights = tmp_path / "model.safetensors"  # values other than 0/1: model weights, not masks
+    safetensors.torch.save_file({"fc.weight": torch.tensor([[0.5, -1.0], [0.0, 1.0]])}, str(weights))
+    with pytest.raises(TicketsError, match="model weights, not masks") as info:
         load_ticket(weights)
+    assert "'fc.weight'" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_newer_format_version_refused(tmp_path):
@@ -177,6 +178,82 @@ def test_newer_format_version_refused(tmp_path):
     safetensors.torch.save_file(tensors, str(path), metadata=md)
     with pytest.raises(TicketsError, match="upgrade"):
         load_ticket(path)
+
+
+def _edited_header(path, edit):
+    """``path`` with its header metadata changed by ``edit`` (the tensors untouched), as a new file."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    edit(header["__metadata__"])
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    out = path.with_name("edited-" + path.name)
+    out.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n :])
+    return out
+
+
+@pytest.mark.parametrize("key", ["meta_checksum", "checksum"])
+def test_a_missing_checksum_is_refused_not_skipped(tmp_path, net, key):
+    """A ticket file of ours carries both checksums (format_version 1 has both): without one, an edited header
+    (here meta.sparsity 0.9 on a 0.7-sparse mask) used to load as if it were intact."""
+    path = tmp_path / "t.safetensors"
+    save_ticket(path, Ticket(_mask(net), dict(META)))
+    edited = _edited_header(path, lambda md: (md.pop(key), md.update({"meta.sparsity": "0.9"})))
+    with pytest.raises(TicketsError, match=f"no {key} entry") as info:
+        load_ticket(edited)
+    assert "\n" not in str(info.value) and "re-copy" in str(info.value)
+    # the intact file, and one whose edit is caught by the checksum that is there
+    assert load_ticket(path).meta["sparsity"] == 0.7
+    with pytest.raises(TicketsError, match="metadata checksum"):
+        load_ticket(_edited_header(path, lambda md: md.update({"meta.sparsity": "0.9"})))
+
+
+def test_a_ticket_without_its_format_field_is_corrupt_not_model_weights(tmp_path, net):
+    path = tmp_path / "t.safetensors"
+    save_ticket(path, Ticket(_mask(net), dict(META)))
+    with pytest.raises(TicketsError, match="corrupt.*format field") as info:
+        load_ticket(_edited_header(path, lambda md: md.pop("format")))
+    assert "weights" not in str(info.value)
+
+
+def test_a_directory_names_the_tickets_in_it(tmp_path, net):
+    """A run directory is not 'not found': the error says it is a directory and lists the ticket files to pass; a
+    folder holding its one ticket under the usual name (a find level, save_pretrained, open_lth's mask.pth) reads."""
+    run = tmp_path / "find-abc"
+    for level, sparsity in ((0, 0.0), (1, 0.5)):
+        save_ticket(run / f"level-{level:02d}" / "ticket.safetensors", Ticket(_mask(net, sparsity), {}))
+    with pytest.raises(TicketsError) as info:
+        load_ticket(run)
+    text = str(info.value)
+    assert "is a directory" in text and "not found" not in text and "\n" not in text
+    assert str(run / "level-00" / "ticket.safetensors") in text and str(run / "level-01" / "ticket.safetensors") in text
+    with pytest.raises(TicketsError, match="is a directory.*level-01/ticket.safetensors"):
+        load_ticket(tmp_path)  # two levels down
+    level = load_ticket(run / "level-01")
+    assert level.source == run / "level-01" / "ticket.safetensors" and level.mask.equal(_mask(net, 0.5))
+    lth = tmp_path / "lth"
+    lth.mkdir()
+    torch.save({n: t.int() for n, t in _mask(net).items()}, lth / "mask.pth")
+    assert load_ticket(lth).mask.equal(_mask(net))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TicketsError, match="directory and holds no ticket file"):
+        load_ticket(tmp_path / "empty")
+
+
+def test_save_onto_a_directory_names_it(tmp_path, net):
+    """Writing a ticket where a directory is: one line naming that path (the rename used to fail naming a
+    temporary file), nothing left behind."""
+    from tickets.fileio import atomic_write_text
+
+    target = tmp_path / "out"
+    target.mkdir()
+    for write in (lambda: save_ticket(target, Ticket(_mask(net), {})), lambda: atomic_write_text(target, "x")):
+        with pytest.raises(TicketsError, match="is a directory") as info:
+            write()
+        assert str(target) in str(info.value) and ".tmp" not in str(info.value)
+        assert isinstance(info.value, IsADirectoryError)  # still an OSError for callers catching those
+    assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(target) == []
 
 
 class _Custom:
@@ -272,3 +349,11 @@ def test_describe(tmp_path, net):
     assert f"all parameters of the model ({model_total} parameters)" in text
     assert f"{mask.num_pruned / model_total:.4f}" in text
     assert "all parameters" not in describe(Ticket(mask, {}))
+
+
+def test_describe_shows_the_masks_sparsity_not_only_the_recorded_one(net):
+    mask = _mask(net)
+    line = next(l for l in describe(Ticket(mask, {**META, "sparsity": 0.9})).splitlines() if l.startswith("sparsity "))
+    assert json.dumps(mask.sparsity) in line and "the file records 0.9" in line
+    line = next(l for l in describe(Ticket(mask, dict(META))).splitlines() if l.startswith("sparsity "))
+    assert json.dumps(mask.sparsity) in line and "records" not in line  # 0.7 is the mask's, to rounding

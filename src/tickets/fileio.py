@@ -15,6 +15,7 @@ A rank that must read what rank 0 wrote waits for it with ``tickets.runtime.barr
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -22,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from tickets.errors import TicketsError
 from tickets.runtime import is_main_process
 
 TMP_SUFFIX = ".tmp"
@@ -36,15 +38,51 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
+class TargetIsDirectory(TicketsError, IsADirectoryError):
+    """``atomic_write`` was asked to write a file where a directory is: one line naming the path and the fix. A
+    TicketsError (the CLI prints it and exits 2) that is also an IsADirectoryError for callers catching OSError."""
+
+    def __init__(self, path: Path):
+        self.message = (f"cannot write {path}: it is a directory, not a file: give a file name (a path inside it, "
+                        f"{path}/<name>, or another path)")
+        super().__init__(self.message)
+        self.errno, self.strerror, self.filename = errno.EISDIR, os.strerror(errno.EISDIR), str(path)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".th", ".bin", ".ckpt")
+
+
+def require_weights_file(path: str | os.PathLike, flag: str = "--weights") -> Path:
+    """``path`` as a Path when it names a regular file. TicketsError (one line) otherwise: "not found", or, for a
+    folder, that it is a directory and which checkpoint files (``CHECKPOINT_SUFFIXES``) in it to pass instead.
+    ``flag``: the option the path came from, for the message."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+        listed = f": pass a file in it ({', '.join(inside[:3])}{' …' if len(inside) > 3 else ''})" if inside else \
+            ": pass a checkpoint file"
+        raise TicketsError(f"{flag} {str(path)!r} is a directory, not a checkpoint file{listed}")
+    raise TicketsError(f"weights file {str(path)!r} not found: check {flag}")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` to fill a temporary file, then rename it onto ``path``.
 
-    The parent directory is created. Raises whatever ``write`` or the file system raises (OSError for a full
-    disk or a read-only directory); the temporary file is removed then. On ranks > 0 of an initialised
+    The parent directory is created. ``path`` an existing directory: :class:`TargetIsDirectory` (one line naming
+    ``path``, before anything is written; renaming onto a directory would fail naming the temporary file instead).
+    Raises whatever ``write`` or the file system raises (OSError for a full disk or a read-only directory); the
+    temporary file is removed then. On ranks > 0 of an initialised
     ``torch.distributed`` group it does nothing at all (``write`` is not called): rank 0 alone writes."""
     if not is_main_process():
         return
     path = Path(path)
+    if path.is_dir():
+        raise TargetIsDirectory(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
@@ -65,7 +103,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
 def _write_error(exc: RuntimeError, path: Path, tmp: Path) -> BaseException:
     """A library's RuntimeError while writing (torch.save reports "unexpected pos" / "file write failed") → the
     OSError it stands for: the file-size limit (``ulimit -f``), a full disk, or an I/O error."""
-    import errno
     import resource
     import shutil
 

@@ -4,12 +4,15 @@ A ticket's mask is ``parameter name → bool tensor``; each tool spells the same
 
 | format | what the file holds | who writes it | read | write |
 | --- | --- | --- | --- | --- |
-| ``torch-prune`` | ``{"<module>.<param>_mask": float 0/1 tensor}`` (a state dict, possibly with ``*_orig`` weights, nested under ``state_dict``, ``module.`` prefixed) | ``torch.nn.utils.prune`` (``model.state_dict()`` after pruning), BERT-Tickets, CV_LTH_Pre-training | yes | yes |
-| ``open-lth`` | ``mask.pth``: ``{"<param name>": int32 0/1 tensor}`` (+ ``sparsity_report.json``) | open_lth ``pruning/mask.py`` ``Mask.save`` | yes | yes |
+| ``torch-prune`` | ``{"<module>.<param>_mask": float 0/1 tensor}`` (a state dict, possibly with ``*_orig`` weights, nested under ``state_dict``, ``module.`` prefixed; ``torch.save`` or safetensors) | ``torch.nn.utils.prune`` (``model.state_dict()`` after pruning), BERT-Tickets, CV_LTH_Pre-training | yes | yes |
+| ``open-lth`` | ``mask.pth``: ``{"<param name>": int32 0/1 tensor}`` (+ ``sparsity_report.json``); any plain ``{name: 0/1 tensor}``, ``torch.save`` or safetensors | open_lth ``pruning/mask.py`` ``Mask.save`` | yes | yes |
 | ``nni`` | ``{"<module>": {"weight": 0/1 tensor, "bias": 0/1 tensor or None}}`` | NNI pruners (``pruner.compress()`` masks, ``export_model(mask_path=...)``) | yes | yes |
 
 Reading is by content, never by extension, and only with ``torch.load(weights_only=True)`` (nothing in the file is
-executed). ``tickets.ticket.load_ticket`` calls :func:`read_torch_masks` for every ``torch.save`` file. Writing
+executed). ``tickets.ticket.load_ticket`` calls :func:`read_torch_masks` for every ``torch.save`` file and
+:func:`read_safetensors_masks` for every safetensors file that is not a ticket of ours: the flat layouts
+(``*_mask`` keys, ``{name: 0/1 tensor}``) saved as safetensors read exactly as their ``torch.save`` twins (same
+``module.`` handling, same names). Tensors with values other than 0/1 are model weights and refused. Writing
 (:func:`write_mask_file`, ``tickets export TICKET --to FORMAT``) produces files those tools load unchanged:
 
 * ``torch-prune``: for every mask tensor ``<module>.<param>`` the key ``<module>.<param>_mask`` holding a float32
@@ -44,8 +47,8 @@ from tickets.masks import Mask
 
 __all__ = [
     "TORCH_PRUNE", "OPEN_LTH", "NNI", "EXPORT_FORMATS", "LEGACY_PRUNE", "LEGACY_OPEN_LTH", "LEGACY_NNI",
-    "read_torch_masks", "to_torch_prune", "to_open_lth", "to_nni", "from_nni", "write_mask_file",
-    "pruned_tensors", "split_pruned",
+    "read_torch_masks", "read_safetensors_masks", "to_torch_prune", "to_open_lth", "to_nni", "from_nni",
+    "write_mask_file", "pruned_tensors", "split_pruned",
 ]
 
 # Names of the export formats (``tickets export --to``).
@@ -100,6 +103,47 @@ def read_torch_masks(path: str | os.PathLike, data: bytes | None = None) -> tupl
             f"cannot read {path} as a torch.save file ({type(err).__name__}: {_first_line(err)}): "
             "it is truncated or corrupt; re-copy it"
         ) from None
+    return _masks_of(path, obj)
+
+
+def read_safetensors_masks(path: str | os.PathLike, data: bytes | None = None) -> tuple[dict[str, torch.Tensor],
+                                                                                        dict]:
+    """The masks of a safetensors file another tool wrote: ``(name → bool tensor, meta)``, as
+    :func:`read_torch_masks` gives them for the same tensors saved with ``torch.save``.
+
+    A safetensors file is a flat ``{name: tensor}``, so the layouts are the flat ones: ``torch.nn.utils.prune``'s
+    ``*.weight_mask`` / ``*.bias_mask`` keys (a ``module.`` prefix removed; weights beside them skipped), or a
+    plain ``{parameter name: 0/1 tensor}`` (any dtype; a wrapper prefix such as ``module.`` is resolved where the
+    mask meets a model, ``tickets.ticket.fit_mask``). The masks come in the file's order (by data offset), the same
+    at every load. TicketsError (one line) for an unreadable file, a file
+    holding no tensors, or tensors with values other than 0 and 1 (model weights, not masks). Nothing is unpickled.
+    """
+    import safetensors.torch
+
+    from tickets.statedict import _first_line
+
+    path = Path(path)
+    if data is None:
+        data = path.read_bytes()
+    try:
+        loaded = safetensors.torch.load(data)
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+        # safetensors.torch.load returns the tensors in a random order (a hash map): take the file's own order (by
+        # data offset, as its writer laid them out), so the mask, and the checksum that names it in run hashes,
+        # are the same at every load
+        order = sorted((k for k in header if k != "__metadata__"), key=lambda k: (header[k]["data_offsets"][0], k))
+        tensors = {k: loaded[k] for k in order}
+    except Exception as err:  # safetensors raises its own error types for truncated / inconsistent data
+        raise TicketsError(
+            f"cannot read {path} as a safetensors file ({type(err).__name__}: {_first_line(err)}): it is truncated "
+            "or corrupt; re-copy it"
+        ) from None
+    return _masks_of(path, tensors)
+
+
+def _masks_of(path: Path, obj: Any) -> tuple[dict[str, torch.Tensor], dict]:
+    """What :func:`read_torch_masks` and :func:`read_safetensors_masks` return for the loaded object ``obj``: the
+    layout detected (``_find_masks``), every mask checked to be a dense 0/1 tensor."""
     found = _find_masks(obj)
     if found is None:
         raise TicketsError(
@@ -114,8 +158,9 @@ def read_torch_masks(path: str | os.PathLike, data: bytes | None = None) -> tupl
                                "with mask.to_dense()")
         if value.numel() and not bool(((value == 0) | (value == 1)).all()):
             raise TicketsError(
-                f"{path}: tensor {key!r} has values other than 0/1, so this looks like a weights state dict, not a "
-                "mask: pass the mask file (open_lth mask.pth, NNI masks or a state dict with *.weight_mask keys)"
+                f"{path}: tensor {key!r} has values other than 0/1, so this holds model weights, not masks: pass a "
+                "mask file (0/1 tensors: *.weight_mask keys, open_lth mask.pth, NNI masks), or take the ticket from "
+                "the weights' exact zeros with `tickets ticket-from-weights --weights FILE`"
             )
         masks[key] = value != 0
     total = sum(t.numel() for t in masks.values())
@@ -227,14 +272,19 @@ def write_mask_file(mask: Mask, fmt: str, out: str | os.PathLike) -> list[Path]:
     """Write ``mask`` as ``fmt`` (``torch-prune``, ``open-lth`` or ``nni``) with ``torch.save``, atomically;
     returns the files written.
 
-    ``out`` is the file to write; for ``open-lth`` a path not ending in ``.pth``/``.pt`` is a folder that receives
-    ``mask.pth`` and open_lth's ``sparsity_report.json``. Every file loads with ``torch.load(weights_only=True)``.
-    TicketsError for an unknown format."""
+    ``out`` is the file to write; for ``open-lth`` an existing directory or a path not ending in ``.pth``/``.pt``
+    is a folder that receives ``mask.pth`` and open_lth's ``sparsity_report.json``. Every file loads with
+    ``torch.load(weights_only=True)``. TicketsError for an unknown format, or an ``out`` that is an existing
+    directory where one file is written (``torch-prune``, ``nni``)."""
     if fmt not in EXPORT_FORMATS:
         raise TicketsError(f"unknown mask format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out)
+    if fmt != OPEN_LTH and out.is_dir():
+        example = out / ("masks.pt" if fmt == TORCH_PRUNE else "nni_masks.pth")
+        raise TicketsError(f"--out {out} is a directory, but {fmt} masks are one file: give a file name, e.g. "
+                           f"--out {example}")
     if fmt == OPEN_LTH:
-        folder = out.suffix not in (".pth", ".pt")
+        folder = out.is_dir() or out.suffix not in (".pth", ".pt")
         target = out / "mask.pth" if folder else out
         atomic_write_bytes(target, _torch_bytes(to_open_lth(mask)))
         written = [target]

@@ -7,18 +7,23 @@ File layout (``format_version`` 1):
 * tensors ``weight::<name>``: the ticket's weights, only when they are not θ0 (rewound or re-initialised);
 * header metadata (str → str): ``format`` = "tickets.ticket", ``format_version`` = "1",
   ``names`` (JSON list, mask order), ``shapes`` (JSON object name → list of dims), ``weight_names`` (JSON list),
-  ``checksum`` = "sha256:<hex>" and one ``meta.<key>`` entry per ``Ticket.meta`` field, its value JSON-encoded.
+  ``checksum`` = "sha256:<hex>", ``meta_checksum`` = "sha256:<hex>" and one ``meta.<key>`` entry per
+  ``Ticket.meta`` field, its value JSON-encoded.
 
 The checksum is sha256 over, for each mask in order, the name, the shape (JSON) and the packed bytes, then for
-each stored weight its name, dtype, shape and raw bytes; ``load_ticket`` recomputes and compares it. Files are
-written by a small deterministic writer (same ticket → same bytes; standard safetensors layout, read back with the
-safetensors library).
+each stored weight its name, dtype, shape and raw bytes; ``meta_checksum`` covers every other header entry (model,
+task, sparsity, pattern, …). ``load_ticket`` recomputes and compares both, and refuses a file that lacks either as
+edited or damaged: format_version 1 requires both (a later version that drops one would say so by its number).
+Files are written by a small deterministic writer (same ticket → same bytes; standard safetensors layout, read back
+with the safetensors library).
 
 ``load_ticket`` also reads the torch.save files researchers have today, detected by content (never by extension)
 and loaded only with ``weights_only=True`` (``tickets.formats`` does the reading, and writes the same formats):
 PyTorch-prune state dicts (``*.weight_mask`` keys, optional ``module.`` prefix, possibly nested under
 ``state_dict`` and mixed with ``weight_orig`` etc., as saved by BERT-Tickets, CV_LTH_Pre-training, Double-Win-LTH),
-open_lth ``mask.pth`` (a dict parameter name → int 0/1 tensor) and NNI masks (``{module: {"weight": mask}}``).
+open_lth ``mask.pth`` (a dict parameter name → int 0/1 tensor) and NNI masks (``{module: {"weight": mask}}``);
+and the flat ones of these saved as safetensors by other tools (``*_mask`` keys or ``{name: 0/1 tensor}``, read like
+their ``torch.save`` twins). Tensors with values other than 0/1 are model weights, refused with one line.
 
 Where a ticket meets a model, ``Ticket.fit(model, head=...)`` (``fit_mask``) matches its names to the model's
 parameters (wrapper prefixes such as ``module.`` or ``model.`` resolved by ``tickets.statedict.match_keys``) and
@@ -112,6 +117,30 @@ class Ticket:
 
         kwargs.setdefault("model_card_kwargs", {"repo_id": repo_id})  # the card's usage snippet names the repo
         return ticket_repo(self, save_ticket, run_dir).push_to_hub(repo_id, **kwargs)
+
+
+def theta0_checkpoint(ticket: Ticket) -> str | None:
+    """sha256 (hex) of the ``--weights`` checkpoint whose θ0 ``ticket`` was drawn on, or None when it names none.
+
+    Read from ``meta["theta0_weights"]`` (written by ``tickets find --weights`` and ``tickets ticket-from-weights
+    --weights``), else ``meta["source_weights"]`` (what ``ticket-from-weights`` recorded before it wrote
+    ``theta0_weights``). Whether None means "the model's shipped weights" or "not recorded": :func:`records_theta0`.
+    """
+    for key in ("theta0_weights", "source_weights"):
+        record = ticket.meta.get(key)
+        if isinstance(record, dict) and isinstance(record.get("sha256"), str) and record["sha256"]:
+            return record["sha256"]
+    return None
+
+
+def records_theta0(ticket: Ticket) -> bool:
+    """Whether ``ticket`` says which θ0 it was drawn on: it names a checkpoint (:func:`theta0_checkpoint`), or
+    tickets drew it (our format with a ``method``, not converted from another tool's mask), and then naming none
+    means the model's shipped weights. Masks from other tools (and tickets converted from them) record nothing."""
+    if theta0_checkpoint(ticket) is not None:
+        return True
+    meta = ticket.meta
+    return meta.get("format", FORMAT) == FORMAT and "converted_from" not in meta and "method" in meta
 
 
 def fit_mask(mask: Mask, model: torch.nn.Module, *, head: Any = (), what: str = "ticket") -> Mask:
@@ -279,9 +308,17 @@ def _checksum(
 
 
 def load_ticket(path: str | os.PathLike) -> Ticket:
-    """Read a ticket file (ours, a PyTorch-prune state dict, an open_lth mask.pth or NNI masks; see
-    ``tickets.formats``); TicketsError if unusable. The returned ticket's ``source`` is ``path``."""
+    """Read a ticket file (ours, a PyTorch-prune state dict, an open_lth mask.pth or NNI masks, saved with
+    ``torch.save`` or as safetensors; see ``tickets.formats``); TicketsError if unusable. The returned ticket's
+    ``source`` is the file read.
+
+    ``path`` may also be a folder that holds its ticket under the name tools give it: ``ticket.safetensors`` (a
+    ``tickets find`` level folder, a ``save_pretrained`` folder) or ``mask.pth`` (open_lth's folder, ``tickets
+    export --to open-lth``). Any other folder (a ``tickets find`` run directory) is refused with one line naming the
+    ticket files inside it to pass instead."""
     path = Path(path)
+    if path.is_dir():
+        path = ticket_in_directory(path)
     if not path.is_file():
         raise TicketsError(f"ticket file {path} not found: check the path")
     data = path.read_bytes()
@@ -296,6 +333,29 @@ def load_ticket(path: str | os.PathLike) -> Ticket:
         f"{path} is not a ticket: it is neither a tickets safetensors file nor a torch.save mask "
         "(PyTorch-prune *.weight_mask state dict, open_lth mask.pth or NNI masks); check the path"
     )
+
+
+# File names a folder holds its one ticket under (load_ticket reads a folder through them).
+TICKET_FILE_NAMES = ("ticket.safetensors", "mask.pth")
+
+
+def ticket_in_directory(directory: str | os.PathLike) -> Path:
+    """The ticket file a folder stands for: its ``ticket.safetensors`` or ``mask.pth`` when it holds exactly one of
+    them. Otherwise TicketsError (one line) saying the path is a directory and naming the ticket files below it
+    (``level-NN/ticket.safetensors`` of a ``tickets find`` run, up to two levels down) to pass instead."""
+    directory = Path(directory)
+    direct = [directory / name for name in TICKET_FILE_NAMES if (directory / name).is_file()]
+    if len(direct) == 1:
+        return direct[0]
+    found = direct or sorted(
+        p for pattern in ("*/ticket.safetensors", "*/*/ticket.safetensors") for p in directory.glob(pattern)
+        if p.is_file()
+    )
+    if not found:
+        raise TicketsError(f"{directory} is a directory and holds no ticket file (ticket.safetensors or mask.pth, "
+                           "checked two levels down): pass a ticket file, e.g. <find run>/level-NN/ticket.safetensors")
+    shown = ", ".join(str(p) for p in found[:3]) + (f" … ({len(found)} in all)" if len(found) > 3 else "")
+    raise TicketsError(f"{directory} is a directory, not a ticket file: pass one of the ticket files in it: {shown}")
 
 
 def _sniff(data: bytes) -> str | None:
@@ -326,10 +386,12 @@ def _load_safetensors(path: Path, data: bytes) -> Ticket:
     except (ValueError, AttributeError, RecursionError):
         raise _corrupt(path, "unreadable safetensors header") from None
     if raw.get("format") != FORMAT:
-        raise TicketsError(
-            f"{path} is a safetensors file but not a ticket (no format {FORMAT!r} in its metadata; "
-            "model weights?): pass a file written by `tickets find` or save_ticket"
-        )
+        ours = [k for k in ("names", "shapes", "checksum", "meta_checksum", "format_version") if k in raw]
+        ours += [k for k in header if isinstance(k, str) and k.startswith((MASK_PREFIX, WEIGHT_PREFIX))][:1]
+        if ours:  # a ticket whose format field was removed or changed: not masks of another tool
+            raise _corrupt(path, f"it has a ticket's {', '.join(ours[:2])} but its format field is "
+                                 f"{raw.get('format')!r}, not {FORMAT!r}")
+        return _load_foreign_safetensors(path, data)
     try:
         version = int(raw.get("format_version", ""))
     except ValueError:
@@ -339,7 +401,12 @@ def _load_safetensors(path: Path, data: bytes) -> Ticket:
             f"{path} has ticket format_version {version}, newer than this tickets reads ({FORMAT_VERSION}): "
             "upgrade tickets"
         )
-    if "meta_checksum" in raw and raw["meta_checksum"] != _meta_checksum(raw):
+    # Both checksums are part of every format version this reads (1): a file without one was edited or damaged.
+    missing = [k for k in ("checksum", "meta_checksum") if not isinstance(raw.get(k), str)]
+    if missing:
+        raise TicketsError(f"ticket file {path} has no {' or '.join(missing)} entry, which every ticket file carries "
+                           "(its header was edited or damaged): re-copy it or draw the ticket again")
+    if raw["meta_checksum"] != _meta_checksum(raw):
         raise TicketsError(f"ticket file {path} failed its metadata checksum (its model, task or method fields were "
                            "edited or damaged): re-copy it or draw the ticket again")
     try:
@@ -424,7 +491,17 @@ def _first_line(err: BaseException) -> str:
 def _load_torch(path: Path, data: bytes) -> Ticket:
     from tickets.formats import read_torch_masks
 
-    masks, meta = read_torch_masks(path, data)
+    return _foreign_ticket(path, *read_torch_masks(path, data))
+
+
+def _load_foreign_safetensors(path: Path, data: bytes) -> Ticket:
+    """Masks another tool saved as safetensors: the layouts of ``read_torch_masks``, read the same way."""
+    from tickets.formats import read_safetensors_masks
+
+    return _foreign_ticket(path, *read_safetensors_masks(path, data))
+
+
+def _foreign_ticket(path: Path, masks: dict[str, torch.Tensor], meta: dict) -> Ticket:
     mask = Mask(masks)
     # the checksum this mask gets in our format: run hashes (transfer) tell two legacy masks apart by it
     meta["checksum"] = mask_checksum(mask)
@@ -457,7 +534,16 @@ def describe(ticket: Ticket, model: torch.nn.Module | None = None) -> str:
     width = max((len(k) for k in keys), default=0)
     for k in keys:
         value = meta[k]
-        text = value if isinstance(value, str) else json.dumps(value)
+        if k == "sparsity":  # the mask's own, never only what the header says
+            text = json.dumps(ticket.mask.sparsity)
+            if not isinstance(value, (int, float)) or abs(value - ticket.mask.sparsity) > 5e-4:
+                text += f" (of the mask; the file records {json.dumps(value)})"
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+        if k == "weights" and records_theta0(ticket):
+            sha = theta0_checkpoint(ticket)
+            text += (f" (drawn on checkpoint sha256:{sha[:12]}…: transfer with the same --weights)" if sha else
+                     " (drawn on the model's shipped weights)")
         lines.append(f"{k.ljust(width)}  {text}")
     if ticket.weights:
         lines.append(f"{'weights stored'.ljust(width)}  {len(ticket.weights)} tensor(s), not theta0")

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from tickets.errors import TicketsError
-from tickets.fileio import write_json
+from tickets.fileio import require_weights_file, write_json
 from tickets.log import get_logger
 from tickets.models.base import ModelSpec
 
@@ -68,8 +68,7 @@ def load_model_weights(name: str, weights: str | os.PathLike | None = None, *,
 
     if weights is None:
         return load_model(name, model_root=model_root)
-    if not Path(weights).is_file():
-        raise TicketsError(f"weights file {str(weights)!r} not found: check --weights")
+    require_weights_file(weights)
     try:
         spec, loaded = load_model(name, model_root=model_root, weights=weights), True
     except TicketsError as exc:

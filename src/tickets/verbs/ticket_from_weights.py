@@ -31,14 +31,20 @@ def ticket_from_weights(
 
     ``weights``: the checkpoint (any layout ``tickets.statedict`` reads); default: the model's own weights (e.g.
     ``hf:<folder of a sparse BERT>``). ``prunable``: the prunable set (``PrunableSet.parse`` syntax), default the
-    model's preset; task heads are never included. ``out``: where to write the ticket (``save_ticket``), if given.
+    model's preset; task heads are never included. ``out``: where to write the ticket (``save_ticket``), if given
+    (an existing directory is refused at once).
     The ticket records ``method: zeros``, the model name, the prunable set, ``weights: theta0`` and the checkpoint
-    it was read from (path and sha256): transfer it with the same ``--weights`` so θ0 holds those zeros.
+    it was read from: ``theta0_weights`` (its sha256, as ``tickets find --weights`` records θ0) and
+    ``source_weights`` (path and sha256). Transfer it with the same ``--weights`` so θ0 holds those zeros;
+    ``tickets transfer`` warns when θ0 is another checkpoint or the shipped weights.
     A tensor with no zeros is kept dense; a checkpoint with no zeros at all gives a dense ticket (with a warning).
     """
     from tickets import __version__
+    from tickets.fileio import TargetIsDirectory
     from tickets.verbs.export import load_model_weights
 
+    if out is not None and Path(out).is_dir():  # before the model is loaded and read
+        raise TargetIsDirectory(Path(out))
     spec = load_model_weights(model, weights, model_root=model_root)
     pset = prunable if isinstance(prunable, PrunableSet) else PrunableSet.parse(prunable or spec.prunable_preset)
     heads = tuple(h + "." for h in spec.head)
@@ -67,7 +73,11 @@ def ticket_from_weights(
         "tickets_version": __version__,
     }
     if weights is not None:
-        meta["source_weights"] = {"path": str(weights), "sha256": spec.info.get("weights_sha256")}
+        from tickets.verbs.find import weights_identity
+
+        identity = weights_identity(weights)  # what `tickets find --weights` records, and transfer compares with
+        meta["theta0_weights"] = identity
+        meta["source_weights"] = {"path": str(weights), "sha256": identity["sha256"]}
     ticket = Ticket(mask, meta)
     if out is not None:
         save_ticket(Path(out), ticket)

@@ -49,6 +49,34 @@ def ticket_mask(ticket: Ticket, prepared: Prepared, reverse: bool = False) -> Ma
     return mask.invert() if reverse else mask
 
 
+def theta0_mismatch(ticket: Ticket, weights: str | Path | None) -> str | None:
+    """The warning for applying ``ticket`` to a θ0 other than the one it was drawn on, or None when they agree.
+
+    ``weights``: the ``--weights`` checkpoint θ0 comes from here (None: the model's shipped weights). The ticket's
+    θ0 is what it records (``tickets.ticket.theta0_checkpoint``: the checkpoint's sha256 from ``tickets find
+    --weights`` or ``ticket-from-weights --weights``, none for the shipped weights); checkpoints are compared by
+    content, never by path. None too for a mask that records no θ0 (another tool's, ``records_theta0``)."""
+    from tickets.ticket import records_theta0, theta0_checkpoint
+    from tickets.verbs.find import weights_identity
+
+    if not records_theta0(ticket):
+        return None
+    drawn = theta0_checkpoint(ticket)
+    here = weights_identity(weights)["sha256"] if weights is not None else None
+    if drawn == here:
+        return None
+    recorded = ticket.meta.get("source_weights")
+    path = recorded.get("path") if isinstance(recorded, dict) else None
+    name = ticket.source or "ticket"
+    if drawn is None:
+        return (f"ticket {name} was drawn on the shipped weights, but θ0 here is checkpoint {here[:12]} (--weights): "
+                "drop --weights to apply the mask to the weights it was drawn from")
+    fix = f"pass --weights {path}" if path else "pass the same --weights"
+    return (f"ticket {name} was drawn on checkpoint {drawn[:12]}, but θ0 here is "
+            f"{'checkpoint ' + here[:12] if here else 'the shipped weights'}: {fix} (sha256 {drawn[:12]}…) to apply "
+            "the mask to the weights it was drawn from")
+
+
 def start_state(cfg: TransferConfig, prepared: Prepared, ticket: Ticket | None) -> tuple[dict, str]:
     """The weights fine-tuning starts from: θ0, the ticket's own weights, or a random re-init."""
     if cfg.init == "reinit":
@@ -120,16 +148,10 @@ def transfer(
                                f"{prepared.model_id} where its tensors fit)")
         logger.warning("ticket drawn for %s used on %s (--force): sparsity is reported over the tensors it masks",
                        drawn_for, prepared.model_id)
-    if ticket is not None and cfg.init == "ticket":
-        from tickets.verbs.find import weights_identity
-
-        drawn_on = ticket.meta.get("theta0_weights")
-        here = weights_identity(cfg.weights) if cfg.weights else None
-        if drawn_on != here:
-            logger.warning("ticket %s was drawn on %s, but θ0 here is %s: pass the same --weights to apply the mask "
-                           "to the weights it was drawn from", cfg.ticket,
-                           "the --weights checkpoint " + drawn_on["sha256"][:12] if drawn_on else "the shipped weights",
-                           "checkpoint " + here["sha256"][:12] if here else "the shipped weights")
+    if ticket is not None and cfg.init != "reinit":  # θ0 is where fine-tuning starts (reinit: it is not used)
+        mismatch = theta0_mismatch(ticket, cfg.weights)
+        if mismatch:
+            logger.warning("%s", mismatch)
     train = resolve_train(cfg.train, prepared.family, prepared.recipe)
     mask = ticket_mask(ticket, prepared, cfg.reverse) if ticket is not None else None
     pattern = None
@@ -145,7 +167,8 @@ def transfer(
     run = RunDir(out, "transfer", config)
     barrier()  # data parallel: rank 0 has written config.yaml
     run.check_inputs(prepared.inputs())
-    for note in prepared.notes(cfg.train):
+    notes = prepared.notes(cfg.train)
+    for note in notes:
         logger.info(note)
     if run.is_done(0):
         try:
@@ -158,7 +181,7 @@ def transfer(
                                "or choose another --out")
         remove_stale_temporaries(run.path)
         run.unmark_done(0)
-        run.log("run_start", kind="transfer", ticket=cfg.ticket, device=str(device))
+        run.log("run_start", kind="transfer", ticket=cfg.ticket, device=str(device), notes=notes)
         what = f"ticket {cfg.ticket} ({mask.sparsity:.1%} sparse)" if mask is not None else "dense"
         logger.info("transfer %s -> %s on %s: %s", what, prepared.task.name, prepared.model_id, run.path)
         extra = {
