@@ -112,3 +112,25 @@ def test_console_script_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tickets.cli", "find", "--model", "nope", "--task", "digits"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nope" in proc.stderr
+
+
+def test_pattern_help_lists_every_registered_pattern(capsys):
+    """`find --help` listed a hand-written subset (head+neuron was missing); it now reads the registry."""
+    from tickets.cli import build_parser
+    from tickets.patterns import PATTERNS
+
+    PATTERNS.register("my-blocks", "tickets.patterns.unstructured:Unstructured", help="a plugin's pattern")
+    try:
+        text = " ".join(build_parser()._subparsers._group_actions[0].choices["find"].format_help().split())
+    finally:
+        PATTERNS.unregister("my-blocks")
+    for name in ("unstructured (default)", "channel", "head+neuron", "nm:N:M", "my-blocks"):
+        assert name in text, name
+
+
+def test_demo_takes_threads_like_every_command(capsys):
+    from tickets.cli import build_parser
+
+    assert build_parser().parse_args(["demo", "--threads", "2"]).threads == 2
+    code, _, err = run(capsys, "demo", "--threads", "0", "--out", "unused")
+    assert_one_line_error(code, err, "threads", "[1, 4096]")

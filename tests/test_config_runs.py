@@ -121,3 +121,49 @@ def test_a_recipe_fills_only_options_left_unset():
     lines = Prepared.notes(fake, TrainConfig(warmup=0.0))
     assert lines == ["minilm-l6 declares its training recipe (lr 0.0001) for options you did not set: why"]
     assert Prepared.notes(fake, TrainConfig(warmup=0.0, lr=3e-5)) == []
+
+
+@pytest.mark.parametrize("data, key, words", [
+    ({"epochs": 1}, ("epochs",), ["did you mean train.epochs?", "train: {epochs: ...}"]),
+    ({"batch-size": 8}, ("batch-size",), ["did you mean train.batch_size?"]),
+    ({"adv_eps": 2}, ("adv_eps",), ["did you mean train.adversarial.eps?"]),
+    ({"eps": 2}, ("eps",), ["did you mean robust_eval.eps or train.adversarial.eps?"]),  # --eps is robust_eval's
+    ({"robust_limit": 5}, ("robust_limit",), ["did you mean robust_eval.limit?"]),
+    ({"lvels": 5}, ("lvels",), ["did you mean schedule.levels?"]),
+    ({"train": {"rate": 0.2}}, ("train", "rate"), ["in train", "did you mean schedule.rate?"]),
+    ({"train": {"batch-size": 8}}, ("train", "batch-size"), ["did you mean train.batch_size?", "underscores"]),
+    ({"train": {"epochs": "two"}}, ("train", "epochs"), ["train.epochs must be an integer"]),
+    ({"schedule": {"sparsities": [0.2, 1.5]}}, ("schedule", "sparsities", 1), ["must be in [0, 1)"]),
+    ({"schedule": {"sparsities": []}}, ("schedule", "sparsities"), ["empty list"]),
+    ({"prunable": " "}, ("prunable",), ["prunable is empty"]),
+    ({"train": {"adversarial": {"eps": -1}}}, ("train", "adversarial", "eps"), ["train.adversarial.eps", ">= 0"]),
+])
+def test_config_errors_carry_the_key_path_and_say_where_a_key_belongs(data, key, words):
+    """The key path lets `--config` errors cite the file's line; an unknown key that is an option of another
+    block (a flag name written flat) says where it belongs."""
+    from tickets.hparams import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        from_dict(FindConfig, {"model": "m", "task": "t", **data}, "")
+    assert err.value.key == key
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_validate_names_the_key_path_of_a_built_config():
+    from tickets.hparams import ConfigError, validate
+
+    cfg = FindConfig(model="m", task="t")
+    cfg.train.epochs = 0
+    with pytest.raises(ConfigError) as err:
+        validate(cfg, "")
+    assert err.value.key == ("train", "epochs") and "train.epochs must be >= 1" in str(err.value)
+
+
+def test_cli_list_text_must_list_a_number():
+    from tickets.config import _floats
+
+    assert _floats("0.2, 0.5,") == [0.2, 0.5]
+    for text in ("", ",", " , "):
+        with pytest.raises(TicketsError, match="no number"):
+            _floats(text)

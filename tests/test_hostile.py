@@ -117,6 +117,26 @@ def test_edited_metadata_fails_its_checksum(tmp_path, capsys):
     one_line(capsys, main(["inspect", str(edited)]), "metadata checksum")
 
 
+def _small_ticket(path: Path) -> Path:
+    """A ticket over small-cnn's conv1, saved without running anything."""
+    from tickets.models import load_model
+
+    weight = dict(load_model("small-cnn").module.named_parameters())["conv1.weight"]
+    keep = torch.rand(weight.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+    mask = Mask({"conv1.weight": keep})
+    save_ticket(path, Ticket(mask, {"model": "small-cnn", "method": "omp", "sparsity": mask.sparsity}))
+    return path
+
+
+def test_a_deleted_metadata_checksum_is_tampering_not_a_pass(tmp_path, capsys):
+    """Deleting meta_checksum used to switch the metadata check off: an edited sparsity then showed as true."""
+    ticket = _small_ticket(tmp_path / "t.safetensors")
+    edited = _edit_header(ticket, lambda m: (m.pop("meta_checksum"), m.update({"meta.sparsity": "0.9"})))
+    one_line(capsys, main(["inspect", str(edited)]), "no meta_checksum", "edited or damaged", "re-copy")
+    edited = _edit_header(ticket, lambda m: m.pop("meta_checksum"))  # removing it alone is caught too
+    one_line(capsys, main(["inspect", str(edited)]), "no meta_checksum")
+
+
 def test_ticket_for_another_model_needs_force(tmp_path, capsys):
     from tickets.models import load_model
 
@@ -152,6 +172,18 @@ def test_impossible_settings_are_one_line(flags, words, tmp_path, capsys):
     argv = [*FIND, *[f for f in FAST if f != "--quiet"], "--out", str(tmp_path / "runs"), *flags]
     one_line(capsys, main(argv), *words)
     assert not list((tmp_path / "runs").glob("find-*/level-00/DONE"))
+
+
+def test_a_run_directory_as_ticket_names_the_ticket_files(tmp_path, capsys):
+    """`--ticket RUN_DIR` / `inspect RUN_DIR` used to say "not found" of a directory that exists."""
+    run = tmp_path / "find-0123"
+    for level in (0, 1):
+        _small_ticket(run / f"level-{level:02d}" / "ticket.safetensors")
+    for argv in (["inspect", str(run)], ["transfer", "--ticket", str(run), "--task", "digits-0-4", *FAST,
+                                         "--out", str(tmp_path / "runs")]):
+        line = one_line(capsys, main(argv), "is a directory", str(run / "level-01" / "ticket.safetensors"))
+        assert "not found" not in line
+    assert not (tmp_path / "runs").exists()
 
 
 def test_out_pointing_at_a_file(tmp_path, capsys):
@@ -235,7 +267,7 @@ def test_crafted_ticket_headers(edit, words, tmp_path, capsys):
 
     def forge(meta):  # a crafted file recomputes its checksums so only the schema check can catch it
         edit(meta)
-        meta.pop("meta_checksum", None)
+        meta["meta_checksum"] = ticket_module._meta_checksum(meta)
 
     edited = _edit_header(ticket, forge)
     capsys.readouterr()
@@ -362,6 +394,22 @@ def test_read_only_finished_run_is_read_not_written(tmp_path):
     finally:
         fileio.atomic_write = original
     assert run.exists()
+
+
+def test_writing_a_file_onto_a_directory_names_the_directory(tmp_path, capsys):
+    """The atomic writer renames a temporary file onto the target: onto a directory that failed naming the
+    temporary file (`cannot write .../.x.abc.tmp (Is a directory)`); now one line names the target."""
+    from safetensors.torch import save_file
+
+    from tickets.models import load_model
+
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in load_model("small-cnn").module.state_dict().items()}, str(weights))
+    out = tmp_path / "out"
+    out.mkdir()
+    line = one_line(capsys, main(["ticket-from-weights", "--model", "small-cnn", "--weights", str(weights), "--out",
+                                  str(out), "--quiet"]), f"cannot write {out}", "is a directory", "file name")
+    assert ".tmp" not in line and not list(out.iterdir()) and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_full_disk_names_the_path(tmp_path, capsys, monkeypatch):
@@ -511,3 +559,161 @@ def test_a_tiny_validation_split_is_warned(caplog):
     with caplog.at_level(logging.WARNING, logger="tickets"):
         carve(1000, DataConfig(train_size=200), seed=0, task="digits")  # 20 validation examples: quiet
     assert "model selection" not in caplog.text
+
+
+# -- eval --weights, empty options, misplaced YAML keys, usage hints (one block) --------------------------------------
+def _head_file(tmp_path: Path, task: str, *, prefix: str = "", torch_nested: bool = False) -> Path:
+    """small-cnn with a head fitted to ``task``, saved as transfer --save-weights does (metadata model / task), or
+    as a ``torch.save`` checkpoint ``{"state_dict": {prefix + name: tensor}}``."""
+    import safetensors.torch
+
+    from tickets.verbs.prepare import prepare
+
+    prepared = prepare("small-cnn", task, head="fresh", seed=0)
+    state = {prefix + k: v.detach().clone().contiguous() for k, v in prepared.model.state_dict().items()}
+    if torch_nested:
+        path = tmp_path / f"{task}.th"
+        torch.save({"epoch": 3, "state_dict": state}, path)
+    else:
+        path = tmp_path / f"{task}{'-' + prefix.strip('.') if prefix else ''}.safetensors"
+        safetensors.torch.save_file(state, str(path), metadata={"model": "small-cnn", "task": task})
+    return path
+
+
+def test_eval_weights_for_another_label_space_names_the_head_shapes_and_the_task(tmp_path, capsys):
+    """A CIFAR-100 transfer's weights evaluated on CIFAR-10 used to end in 'unexpected RuntimeError: Error(s) in
+    loading state_dict', exit 1."""
+    weights = _head_file(tmp_path, "digits")  # 10-way head
+    line = one_line(capsys, main(["eval", "--model", "small-cnn", "--task", "digits-0-4", "--weights", str(weights),
+                                  "--device", "cpu", "--limit", "20"]),
+                    "'head.weight'", "[10, 64]", "[5, 64]", "--task digits")
+    assert "unexpected" not in line
+
+
+@pytest.mark.parametrize("layout", ["module-safetensors", "torch-nested-module"])
+def test_eval_weights_take_every_layout_find_takes_and_name_the_prefix(layout, tmp_path, capsys):
+    """eval --weights read only transfer's safetensors: the shipped .th checkpoints and a DataParallel save were
+    refused ('not a readable safetensors file', "does not fit … (e.g. 'bn1.bias')")."""
+    weights = _head_file(tmp_path, "digits-0-4", prefix="module.", torch_nested=layout.startswith("torch"))
+    plain = _head_file(tmp_path, "digits-0-4")
+    argv = ["eval", "--model", "small-cnn", "--task", "digits-0-4", "--device", "cpu", "--limit", "40", "--json"]
+    assert main([*argv, "--weights", str(weights)]) == 0
+    out, err = capsys.readouterr()
+    assert "stripped wrapper prefix 'module.'" in err and "Traceback" not in err
+    assert main([*argv, "--weights", str(plain)]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(out)  # the same weights, the same scores
+
+
+def test_find_weights_with_a_wrapper_prefix_says_which_prefix(tmp_path, capsys):
+    weights = _head_file(tmp_path, "digits-5-9", prefix="module.")
+    argv = [*FIND, *[f for f in FAST if f != "--quiet"], "--weights", str(weights), "--out", str(tmp_path / "runs")]
+    assert main(argv) == 0
+    assert "stripped wrapper prefix 'module.'" in capsys.readouterr().err
+    # and the run folder keeps it: the notes are part of the run_start event of log.jsonl
+    (log,) = (tmp_path / "runs").glob("find-*/log.jsonl")
+    (start,) = [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "run_start"]
+    assert any("stripped wrapper prefix 'module.'" in n for n in start["notes"]), start
+
+
+def test_a_weights_directory_names_the_checkpoints_in_it(tmp_path, capsys):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    for name in ("model.safetensors", "optimizer.pt", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    for argv in ([*FIND, *FAST, "--weights", str(folder)], ["eval", "--model", "small-cnn", "--task", "digits-5-9",
+                                                             "--weights", str(folder)]):
+        line = one_line(capsys, main([*argv, "--out", str(tmp_path / "runs")] if argv[0] == "find" else argv),
+                        "is a directory", "model.safetensors", "optimizer.pt")
+        assert "notes.txt" not in line
+
+
+def test_an_indented_warning_starts_at_the_prefix(capsys):
+    from tickets.log import enable_console, get_logger
+
+    enable_console()
+    get_logger("tickets.test").warning("  %s: %s", "level 2", "degenerate")
+    assert "tickets: warning: level 2: degenerate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--sparsities", ""], ["--sparsities", "empty"]),
+    (["--sparsities", ","], ["--sparsities", "no number"]),
+    (["--prunable", ""], ["--prunable", "empty"]),
+    (["--pattern", " "], ["--pattern", "empty"]),
+    (["--weights", ""], ["--weights", "empty"]),
+])
+def test_an_explicitly_empty_option_is_an_error_not_the_default(flags, words, tmp_path, capsys):
+    """`--sparsities ""` silently ran the default 6-level geometric schedule."""
+    argv = [*FIND, *FAST, "--out", str(tmp_path / "runs"), *flags]
+    one_line(capsys, main(argv), *words)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("schedule: {sparsities: []}\n", ["c.yaml:3:", "schedule.sparsities", "empty list"]),
+    ("train: {step_milestones: []}\n", ["c.yaml:3:", "train.step_milestones", "empty list"]),
+    ("prunable: ''\n", ["c.yaml:3:", "prunable is empty"]),
+    ("epochs: 1\n", ["c.yaml:3:", "unknown key 'epochs'", "did you mean train.epochs?", "train: {epochs: ...}"]),
+    ("rate: 0.3\n", ["c.yaml:3:", "did you mean schedule.rate?"]),
+    ("levels: 2\n", ["c.yaml:3:", "did you mean schedule.levels?"]),
+    ("sparsities: [0.5]\n", ["c.yaml:3:", "did you mean schedule.sparsities?"]),
+    ("adv_eps: 2\n", ["c.yaml:3:", "did you mean train.adversarial.eps?"]),
+    ("train:\n  rate: 0.2\n", ["c.yaml:4:", "unknown key 'rate' in train", "did you mean schedule.rate?"]),
+    ("train:\n  threads: 1\n", ["c.yaml:4:", "did you mean threads?"]),
+    ("train:\n  lr: 0.1\n  epochs: two\n", ["c.yaml:5: train.epochs must be an integer"]),
+    ("schedule:\n  sparsities:\n    - 0.2\n    - 1.5\n", ["c.yaml:6: schedule.sparsities must be in [0, 1)"]),
+])
+def test_config_file_errors_cite_file_line_and_where_a_key_belongs(text, words, tmp_path, capsys, monkeypatch):
+    """Top-level `epochs: 1` said only "unknown key 'epochs'"; nested errors read "…/c.yaml.train.epochs must be
+    an integer" (the path glued to the key, no line)."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: small-cnn\ntask: digits-5-9\n" + text)
+    line = one_line(capsys, main(["find", "--config", str(cfg), "--device", "cpu"]), *words)
+    assert "c.yaml." not in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_flag_error_is_not_blamed_on_the_config_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: small-cnn\ntask: digits-5-9\ntrain:\n  epochs: 1\n")
+    line = one_line(capsys, main(["find", "--config", str(cfg), "--epochs", "0"]), "train.epochs must be >= 1")
+    assert "c.yaml" not in line
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["report", "DIR", "--out", "X"], ["`tickets report` takes --to", "use --to DIR"]),
+    (["double-win", "DIR", "--out=X"], ["`tickets double-win` takes --to", "use --to FILE"]),
+    (["find", "--model", "small-cnn", "--task", "digits", "--to", "X"], ["`tickets find` takes --out", "--out DIR"]),
+])
+def test_an_output_flag_of_another_spelling_names_the_one_this_command_takes(argv, words, capsys):
+    """`tickets report DIR --out X` said "--out applies to `tickets find`"."""
+    one_line(capsys, main(argv), *words)
+
+
+def test_a_load_state_dict_error_anywhere_is_one_line_naming_the_tensor(tmp_path, capsys):
+    """A weights file load_state_dict refuses (here the demo's cached θ0, replaced by another file) ended in
+    'unexpected RuntimeError: Error(s) in loading state_dict for …', exit 1."""
+    import safetensors.torch
+
+    from tickets.models import load_model
+
+    state = {k: v.contiguous() for k, v in load_model("small-cnn", pretrained=False).module.state_dict().items()}
+    state["stem.weight"] = torch.zeros(3, 3)
+    (tmp_path / "demo").mkdir()
+    safetensors.torch.save_file(state, str(tmp_path / "demo" / "pretrained.safetensors"))
+    one_line(capsys, main(["demo", "--out", str(tmp_path / "demo"), "--quiet", "--device", "cpu", "--threads", "1"]),
+             "'stem.weight'", "[3, 3]", "[16, 1, 3, 3]")
+
+
+def test_counts_in_messages_agree_with_their_noun():
+    """'the 1 optimizer steps': a count of one takes the singular."""
+    from tickets.training.loop import fine_tune
+    from tickets.verbs.prepare import prepare
+
+    prepared = prepare("small-cnn", "digits-5-9", head="fresh", seed=0,
+                       data=__import__("tickets.tasks.base", fromlist=["DataConfig"]).DataConfig(train_size=200))
+    with pytest.raises(TicketsError, match=r"has only 1 step \("):
+        fine_tune(prepared.model, prepared.task, TrainConfig(epochs=1, max_steps=1, batch_size=64), device="cpu",
+                  start_step=1, progress=False)

@@ -445,3 +445,62 @@ def test_a_renaming_that_loads_more_is_not_ambiguous_with_one_that_loads_less():
     source = ["model." + k for k in target]
     mapping, notes = match_keys(source, target, head=("classifier",))
     assert mapping == dict(zip(source, target)) and "'model.'" in notes[0]
+
+
+def test_a_head_of_another_shape_is_reported_with_both_shapes(tmp_path, r18_state):
+    """eval needs to say *why* the head stayed fresh (a CIFAR-100 head for a CIFAR-10 task), with the shapes."""
+    state = dict(r18_state)
+    state["fc.weight"], state["fc.bias"] = torch.zeros(100, 512), torch.zeros(100)
+    path = tmp_path / "w.safetensors"
+    safetensors.torch.save_file(state, str(path), metadata={"task": "cifar100"})
+    report = load_checkpoint(build("resnet18"), path, head=("fc",))
+    assert report.fresh == ["fc.weight", "fc.bias"]
+    assert report.head_mismatch == ("fc.weight", [100, 512], [1000, 512])
+    assert load_checkpoint(build("resnet18"), _save_plain(tmp_path, r18_state), head=("fc",)).head_mismatch is None
+    from tickets.statedict import safetensors_metadata
+
+    assert safetensors_metadata(path) == {"task": "cifar100"}
+    (tmp_path / "junk").write_bytes(b"\xff" * 20)
+    assert safetensors_metadata(tmp_path / "junk") == {} and safetensors_metadata(tmp_path / "absent") == {}
+
+
+def _save_plain(tmp_path, state):
+    path = tmp_path / "plain.safetensors"
+    safetensors.torch.save_file(state, str(path))
+    return path
+
+
+def test_torch_load_state_dict_errors_become_one_line_naming_the_first_mismatch():
+    from tickets.statedict import is_load_error, load_error_detail
+
+    cases = [({"weight": torch.zeros(5, 3), "bias": torch.zeros(2)},
+              "tensor 'weight' has shape [5, 3] in the weights but [2, 3] in the model"),
+             ({"weight": torch.zeros(2, 3)}, "missing 'bias'"),
+             ({"weight": torch.zeros(2, 3), "bias": torch.zeros(2), "x": torch.zeros(1)}, "unexpected 'x'")]
+    for state, detail in cases:
+        with pytest.raises(RuntimeError) as err:
+            nn.Linear(3, 2).load_state_dict(state)
+        assert is_load_error(err.value) and load_error_detail(err.value) == detail
+    assert not is_load_error(ValueError("Error(s) in loading state_dict")) and not is_load_error(RuntimeError("x"))
+
+
+def test_load_into_explains_a_module_with_custom_loading_rules():
+    """A module whose own _load_from_state_dict refuses what the shape check passed: the detail, not torch's
+    header line 'Error(s) in loading state_dict for X:'."""
+
+    class Picky(nn.Linear):
+        def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+            errors.append(f"size mismatch for {prefix}weight: copying a param with shape torch.Size([9]) from "
+                          "checkpoint, the shape in current model is torch.Size([2, 3]).")
+
+    with pytest.raises(TicketsError, match=r"could not load the weights into Picky \(tensor 'weight' has shape \[9\]"):
+        load_into(Picky(3, 2), nn.Linear(3, 2).state_dict())
+
+
+def test_load_notes_count_in_the_singular_for_one(r18_state):
+    state = {"module." + k: v for k, v in r18_state.items()}
+    _, notes = match_keys(state, r18_state)
+    assert any(f"from {len(state)} keys" in n for n in notes)
+    one = {"module.fc.bias": r18_state["fc.bias"]}
+    _, notes = match_keys(one, {"fc.bias": r18_state["fc.bias"]})
+    assert any("from 1 key (" in n for n in notes), notes

@@ -25,16 +25,39 @@ ENABLE = "@enable"
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line and exit 2 like every other bad input."""
 
+    _command: str | None = None  # the subcommand being parsed, for hints about flags it does not take
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        # argparse reports a subcommand's unknown flags from the top-level parser: keep which command it was
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._command = getattr(parsed, "command", None)
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
     def error(self, message: str) -> None:  # noqa: D401
-        hint = _other_command_hint(message)
-        self.exit(2, f"tickets: error: {message}{hint} (see `{self.prog} --help`)\n")
+        hint = _other_command_hint(message, self._command)
+        prog = f"tickets {self._command}" if self._command else self.prog
+        self.exit(2, f"tickets: error: {message}{hint} (see `{prog} --help`)\n")
 
 
-def _other_command_hint(message: str) -> str:
-    """For ``unrecognized arguments: --levels 3``: which command takes that flag."""
+# Flags people reach for under another name: report and double-win write with --to, find and the others with --out
+_SYNONYMS = {"--out": ("--to",), "--to": ("--out",), "--output": ("--out", "--to"), "--output-dir": ("--out", "--to")}
+
+
+def _other_command_hint(message: str, command: str | None = None) -> str:
+    """For ``unrecognized arguments: --levels 3``: the flag this command takes instead (``report --out`` →
+    ``--to``), or which command takes that flag."""
     if not message.startswith("unrecognized arguments:"):
         return ""
-    flags = [w for w in message.split(":", 1)[1].split() if w.startswith("--")]
+    flags = [w.split("=", 1)[0] for w in message.split(":", 1)[1].split() if w.startswith("--")]
+    own = _FLAGS_BY_COMMAND.get(command or "", set())
+    for flag in flags:
+        alternative = next((alt for alt in _SYNONYMS.get(flag, ()) if alt in own), None)
+        if alternative:
+            value = _METAVARS.get((command or "", alternative))
+            use = f"{alternative} {value}" if value else alternative
+            return f"; `tickets {command}` takes {alternative} for that: use {use}"
     for flag in flags:
         owners = [name for name, flags_of in _FLAGS_BY_COMMAND.items() if flag in flags_of]
         if owners:
@@ -43,6 +66,7 @@ def _other_command_hint(message: str) -> str:
 
 
 _FLAGS_BY_COMMAND: dict[str, set[str]] = {}
+_METAVARS: dict[tuple[str, str], str] = {}  # (command, flag) → its metavar, for the hints
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -52,6 +76,8 @@ def _arg_type(inner: Any, meta: dict) -> Callable[[str], Any]:
     parse = meta.get("parse")
 
     def convert(text: str) -> Any:
+        if not text.strip():  # given explicitly, an empty value would otherwise fall back to the default unseen
+            raise argparse.ArgumentTypeError("empty value: give one, or leave the flag out for the default")
         try:
             if parse is not None:
                 return parse(text)
@@ -65,20 +91,22 @@ def _arg_type(inner: Any, meta: dict) -> Callable[[str], Any]:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, path: tuple = (), prefix: str = "",
-                     group: Any = None, command: str = "", skip: str | None = None) -> None:
+                     group: Any = None, command: str = "", skip: str | None = None,
+                     only: set[str] | None = None) -> None:
     """Add one flag per CLI field of config dataclass ``cls`` (recursively), with ``dest`` = the key path joined
-    by ``__`` and default SUPPRESS, so only flags the user gave appear in the parsed namespace."""
-    from tickets.hparams import choices_of, default_of, fields_of, unwrap_optional
+    by ``__`` and default SUPPRESS, so only flags the user gave appear in the parsed namespace. ``only``: just
+    these fields of ``cls`` (``demo`` takes ``--threads`` of the run options)."""
+    from tickets.hparams import choices_of, default_of, fields_of, help_of, unwrap_optional
 
     target = group or parser
     for f, hint in fields_of(cls):
         meta = f.metadata
-        if not meta.get("cli", True) or f.name == skip:
+        if not meta.get("cli", True) or f.name == skip or (only is not None and f.name not in only):
             continue
         inner, optional = unwrap_optional(hint)
         dest = SEP.join(path + (f.name,))
         if dataclasses.is_dataclass(inner):
-            sub = parser.add_argument_group(meta.get("help") or f.name)
+            sub = parser.add_argument_group(help_of(f) or f.name)
             child_prefix = prefix + (meta.get("prefix") or "")
             skip = None
             if optional:
@@ -86,11 +114,11 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, path: tuple 
                 if enable_field:
                     ef = next(x for x, _ in fields_of(inner) if x.name == enable_field)
                     sub.add_argument(enable, dest=dest + SEP + enable_field, default=argparse.SUPPRESS,
-                                     choices=choices_of(ef), help=ef.metadata.get("help"))
+                                     choices=choices_of(ef), help=help_of(ef))
                     skip = enable_field
                 else:
                     sub.add_argument(enable, dest=dest + SEP + ENABLE, action="store_true",
-                                     default=argparse.SUPPRESS, help=meta.get("help"))
+                                     default=argparse.SUPPRESS, help=help_of(f))
                 _FLAGS_BY_COMMAND.setdefault(command, set()).add(enable)
             add_config_flags(parser, inner, path=path + (f.name,), prefix=child_prefix, group=sub, command=command,
                              skip=skip)
@@ -98,7 +126,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, path: tuple 
         flag = meta.get("flag") or f"--{prefix}{f.name.replace('_', '-')}"
         _FLAGS_BY_COMMAND.setdefault(command, set()).add(flag)
         default = default_of(f)
-        text = meta.get("help") or ""
+        text = help_of(f).replace("%", "%%")
         if inner is bool:
             if default is True:
                 flag = f"--no-{prefix}{f.name.replace('_', '-')}"
@@ -137,7 +165,7 @@ def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 
 def _check_enabled(args, f, inner, optional, path, out, prefix) -> None:
-    from tickets.hparams import fields_of, unwrap_optional
+    from tickets.hparams import fields_of, help_of, unwrap_optional
 
     key = SEP.join(path)
     if optional and f.metadata.get("enable"):
@@ -150,7 +178,7 @@ def _check_enabled(args, f, inner, optional, path, out, prefix) -> None:
             flags = [sub.metadata.get("flag") or f"--{prefix}{sub.name.replace('_', '-')}"
                      for sub, _ in fields_of(inner) if sub.name in block]
             enable = f.metadata["enable"]
-            raise TicketsError(f"{', '.join(flags)} need {enable} ({f.metadata.get('help', f.name)}): add {enable}")
+            raise TicketsError(f"{', '.join(flags)} need {enable} ({help_of(f) or f.name}): add {enable}")
     for sub, hint in fields_of(inner):
         sub_inner, sub_optional = unwrap_optional(hint)
         if dataclasses.is_dataclass(sub_inner):
@@ -174,7 +202,7 @@ def _run_flags(p: argparse.ArgumentParser, command: str) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from tickets import __version__
-    from tickets.config import EvalConfig, FindConfig, PretrainConfig, TransferConfig
+    from tickets.config import EvalConfig, FindConfig, PretrainConfig, RunOptions, TransferConfig
 
     parser = _Parser(prog="tickets", description="Find, transfer and stress-test lottery tickets in pre-trained "
                      "models.", epilog=EPILOG)
@@ -238,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto")
     d.add_argument("--quiet", action="store_true")
+    add_config_flags(d, RunOptions, command="demo", only={"threads"})
 
     r = sub.add_parser("run", help="run a study declared in an experiment file (finds, transfers, dense baselines)",
                        description="Expand EXPERIMENT.yaml (see docs/experiments.md) into find / transfer / dense "
@@ -278,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in LISTINGS.items():
         ls = sub.add_parser(name, help=f"list {what[0]}")
         ls.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first")
+    for name, p in sub.choices.items():  # every command's flags, hand-written ones too, for usage-error hints
+        for action in p._actions:
+            _FLAGS_BY_COMMAND.setdefault(name, set()).update(action.option_strings)
+            if isinstance(action.metavar, str):
+                _METAVARS.update({(name, o): action.metavar for o in action.option_strings})
     return parser
 
 
@@ -291,15 +325,14 @@ LISTINGS = {"models": ("model names", "tickets.models:MODELS"), "tasks": ("task 
 # ----------------------------------------------------------------------------------------------------------------
 def _config(cls: type, args: argparse.Namespace, where: str):
     """(config, run options) from ``--config`` merged with the flags given (flags win)."""
-    from tickets.config import load_config, load_yaml
+    from tickets.config import RunOptions, load_config, load_yaml_document
     from tickets.hparams import merge
 
-    base = load_yaml(args.config) if args.config else {}
+    doc = load_yaml_document(args.config) if args.config else None
     flags = config_overrides(args, cls)
-    from tickets.config import RunOptions
-
     flags.update(config_overrides(args, RunOptions))
-    return load_config(cls, merge(base, flags), args.config or where)
+    # errors in keys the file set cite it as <file>:<line>:
+    return load_config(cls, merge(doc.data if doc else {}, flags), where, doc=doc, flags=flags)
 
 
 def _setup(run) -> dict:
@@ -321,12 +354,16 @@ def _setup(run) -> dict:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     else:
         enable_console(logging.WARNING if run.quiet else logging.INFO)
-    if run.threads:
-        import torch
-
-        torch.set_num_threads(run.threads)
+    _set_threads(run.threads)
     return dict(out=run.out or "runs", device=run.device, data_root=run.data_root, model_root=run.model_root,
                 progress=not run.quiet, log_to=parse_sinks(run.log_to))
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def cmd_find(args: argparse.Namespace) -> int:
@@ -461,6 +498,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tickets.verbs.demo import run_demo
 
     enable_console(logging.WARNING if args.quiet else logging.INFO)
+    if getattr(args, "threads", None) is not None:
+        from tickets.config import RunOptions
+        from tickets.hparams import from_dict
+
+        _set_threads(from_dict(RunOptions, {"threads": args.threads}, "").threads)  # bounds checked as for find
     report = run_demo(out=args.out, seed=args.seed, device=args.device, progress=not args.quiet)
     print(f"report: {report}")
     return 0
@@ -479,11 +521,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_options(args: argparse.Namespace):
-    from tickets.config import RunOptions, load_yaml
-    from tickets.hparams import from_dict, merge
+    from tickets.config import RunOptions, load_yaml_document, locate
+    from tickets.hparams import ConfigError, from_dict, merge
 
-    base = load_yaml(args.config) if args.config else {}
-    return from_dict(RunOptions, merge(base, config_overrides(args, RunOptions)), args.config or "")
+    doc = load_yaml_document(args.config) if args.config else None
+    flags = config_overrides(args, RunOptions)
+    try:
+        return from_dict(RunOptions, merge(doc.data if doc else {}, flags), "")
+    except ConfigError as exc:
+        raise locate(exc, doc, flags) from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -575,6 +621,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # not a known kind of bad input: still one line, and how to get the details
         if os.environ.get("TICKETS_DEBUG"):
             raise
+        from tickets.statedict import is_load_error, load_error_detail
+
+        if is_load_error(exc):  # torch's load_state_dict: a weights file that does not fit the model
+            print(f"tickets: error: weights do not fit the model ({load_error_detail(exc)}): pass weights saved "
+                  "from this model for this task", file=sys.stderr)
+            return 2
         text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         print(f"tickets: error: unexpected {type(exc).__name__}: {text} (rerun with TICKETS_DEBUG=1 for the "
               "traceback, and report it if the input looks right)", file=sys.stderr)

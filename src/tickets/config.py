@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from tickets.errors import TicketsError
-from tickets.hparams import from_dict, hash_view, merge, option, to_dict, validate
-from tickets.yamlio import read_yaml
+from tickets.hparams import ConfigError, from_dict, hash_view, merge, option, to_dict, unknown_key_message, validate
+from tickets.yamlio import YamlDocument, read_yaml
 
 __all__ = [
     "AdversarialConfig", "RobustEvalConfig", "TrainConfig", "ScheduleConfig", "DataConfig", "FindConfig",
     "TransferConfig", "EvalConfig", "PretrainConfig", "SSLConfig", "RunOptions", "RewindPoint", "resolve_train", "resolve_attack",
     "resolve_schedule", "training_defaults", "default_alpha", "from_dict", "to_dict", "hash_view", "merge",
-    "load_yaml", "validate", "validate_find", "validate_transfer", "validate_eval", "FAMILY_DEFAULTS",
+    "load_yaml", "load_yaml_document", "load_config", "locate", "validate", "validate_find", "validate_transfer",
+    "validate_eval", "FAMILY_DEFAULTS",
 ]
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -50,12 +51,25 @@ def _patterns() -> list[str]:
     return PATTERNS.names()
 
 
+def _pattern_help() -> str:
+    """``--pattern``'s help, listing the registered patterns (plugins' included)."""
+    from tickets.patterns import DEFAULT_PATTERN, PATTERNS
+
+    names = [f"{n} (default)" if n == DEFAULT_PATTERN else "nm:N:M" if n == "nm" else n for n in PATTERNS.names()]
+    return f"sparsity pattern (see `tickets patterns`): {', '.join(names)}; options follow a colon (channel:l2)"
+
+
 def _floats(text: str) -> list[float]:
-    """CLI text ``0.2,0.5`` → [0.2, 0.5]."""
+    """CLI text ``0.2,0.5`` → [0.2, 0.5]; TicketsError for text that lists no number (``""``, ``,``): given
+    explicitly, an empty list would otherwise fall back to the default unseen."""
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        out = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise TicketsError(f"expected comma-separated numbers like 0.2,0.5, got {text!r}") from None
+    if not out:
+        raise TicketsError(f"expected comma-separated numbers like 0.2,0.5, got {text!r} (no number): give at least "
+                           "one, or leave the option out for the default")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -356,7 +370,10 @@ class FindConfig:
     prunable: str | None = option(None, check=_check_prunable,
                                   help="prunable set: preset cnn | cnn-all | all | bert, optionally with "
                                        "',include=REGEX' / ',exclude=REGEX' (default: the model's preset)")
-    scope: str = option("global", choices=SCOPES, help="rank weights globally (default) or per tensor")
+    scope: str = option("global", choices=SCOPES,
+                        help="rank weights globally (default) or per tensor (layerwise); structured patterns such as "
+                             "channel usually want layerwise: one global ranking can strip a narrow layer to a "
+                             "single channel")
     schedule: ScheduleConfig = option(factory=ScheduleConfig, help="the sparsity of each level")
     rewind: str = option("theta0", check=_check_rewind,
                          help="where IMP's survivors go back to: theta0 (default), step:K (the weights after step K "
@@ -372,9 +389,7 @@ class FindConfig:
                                                   help="also report robust accuracy after every level")
     weights: str | None = _weights_option()
     ssl: SSLConfig = _ssl_option()
-    pattern: str = option("unstructured", since=2, check=_check_pattern,
-                          help="sparsity pattern (see `tickets patterns`): unstructured (default), channel, head, "
-                               "neuron, nm:N:M")
+    pattern: str = option("unstructured", since=2, check=_check_pattern, help=_pattern_help)
 
 
 @dataclass
@@ -413,7 +428,9 @@ class EvalConfig:
     split: str = option("test", choices=SPLITS, help="split to score (default test)")
     ticket: str | None = option(None, metavar="FILE", help="apply this ticket's mask first")
     weights: str | None = option(None, metavar="FILE",
-                                 help="fine-tuned model.safetensors (from transfer --save-weights)")
+                                 help="score these weights: a fine-tuned model.safetensors (transfer --save-weights) "
+                                      "or any checkpoint layout --weights of find reads (torch state dict, nested, "
+                                      "wrapper prefixes resolved and named in the log); its head must fit the task")
     seed: int = option(0, ge=0, le=SEED_MAX, help="seed for attack random starts and data subsets (default 0)")
     batch_size: int = option(256, ge=1, help="evaluation batch size (default 256)")
     data: DataConfig = option(factory=lambda: DataConfig(augment=False), help="data")
@@ -424,8 +441,7 @@ class EvalConfig:
     probe: str | None = option(None, since=2, choices=PROBES,
                                help="score the encoder's frozen features instead of its head: knn (weighted kNN, "
                                     "k 200, cosine, T 0.07, the training split as the bank) or linear (logistic "
-                                    "regression fitted on the training split); --weights then takes any checkpoint "
-                                    "layout")
+                                    "regression fitted on the training split); the --weights head is then ignored")
 
 
 @dataclass
@@ -526,22 +542,57 @@ def validate_eval(cfg: EvalConfig) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 def load_yaml(path: str | Path) -> dict:
     """A ``--config`` file as a mapping (safe, bounded, duplicate keys refused; see ``tickets.yamlio``)."""
+    return load_yaml_document(path).data
+
+
+def load_yaml_document(path: str | Path) -> YamlDocument:
+    """``load_yaml`` with the line of every key (``doc.line(("train", "epochs"))``), for errors that cite them."""
     doc = read_yaml(path)
     if not isinstance(doc.data, dict):
         raise TicketsError(f"config file {path} must be a mapping of option names to values, got "
                            f"{type(doc.data).__name__}: write `key: value` lines")
-    return doc.data
+    return doc
 
 
-def load_config(cls: type, data: dict, where: str) -> tuple[Any, RunOptions]:
+def load_config(cls: type, data: dict, where: str, *, doc: YamlDocument | None = None,
+                flags: dict | None = None) -> tuple[Any, RunOptions]:
     """Split a merged mapping (YAML + flags) into ``cls`` and the RunOptions, checking every key and value:
-    TicketsError naming an unknown key (with the valid ones) or a bad value."""
+    TicketsError naming an unknown key (with the valid ones, and where it belongs: ``epochs`` → ``train.epochs``)
+    or a bad value. ``doc``: the ``--config`` file ``data`` was read from, and ``flags`` the overrides merged into
+    it: an error in a key the file set cites ``<file>:<line>:``."""
     run_keys = {f.name for f in dataclasses.fields(RunOptions)}
     cls_keys = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in run_keys | cls_keys:
-            raise TicketsError(f"unknown key {key!r}{' in ' + where if where else ''}: valid keys are "
-                               f"{', '.join(sorted(run_keys | cls_keys))}")
-    run = {k: v for k, v in data.items() if k in run_keys}
-    rest = {k: v for k, v in data.items() if k not in run_keys}
-    return from_dict(cls, rest, where), from_dict(RunOptions, run, where)
+    try:
+        for key in data:
+            if key not in run_keys | cls_keys:
+                raise ConfigError(unknown_key_message((cls, RunOptions), (key,), where), (key,), unknown=True)
+        run = {k: v for k, v in data.items() if k in run_keys}
+        rest = {k: v for k, v in data.items() if k not in run_keys}
+        try:
+            built = from_dict(cls, rest, where)
+        except ConfigError as exc:
+            if exc.unknown:  # an option of the run options (device, threads) misplaced in a block
+                exc.args = (unknown_key_message((cls, RunOptions), exc.key, where),)
+            raise
+        return built, from_dict(RunOptions, run, where)
+    except ConfigError as exc:
+        raise locate(exc, doc, flags) from None
+
+
+def locate(exc: ConfigError, doc: YamlDocument | None, flags: dict | None = None) -> TicketsError:
+    """``exc`` as ``<file>:<line>: <message>`` when the key it is about was set by the YAML file ``doc`` (and not
+    overridden by one of ``flags``); ``exc`` itself otherwise."""
+    if doc is None or not isinstance(doc.data, dict):
+        return exc
+    node: Any = flags or {}
+    for part in exc.key:  # a flag set this key (or the block holding it): the file is not to blame
+        if not isinstance(node, dict) or part not in node:
+            break
+        node = node[part]
+        if not isinstance(node, dict):
+            return exc
+    if not exc.key or exc.key[0] not in doc.data:
+        return exc
+    located = doc.error(exc.key, str(exc))
+    located.key = exc.key  # type: ignore[attr-defined]
+    return located

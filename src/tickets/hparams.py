@@ -25,15 +25,28 @@ from tickets.errors import TicketsError
 Choices = tuple[str, ...] | Callable[[], list[str]]
 
 
-def option(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None, flag: str | None = None,
-           choices: Choices | None = None, metavar: str | None = None, ge: float | None = None,
+class ConfigError(TicketsError):
+    """A TicketsError about one key of a config, with the key's path (``("train", "epochs")``, list items by index)
+    relative to the mapping ``from_dict`` / ``validate`` was given: callers that know where that mapping came from
+    (a YAML file: ``tickets.yamlio.YamlDocument.error``) cite the file and line. ``unknown``: the error is an
+    unknown key (the last component of ``key``)."""
+
+    def __init__(self, message: str, key: tuple = (), *, unknown: bool = False):
+        super().__init__(message)
+        self.key = tuple(key)
+        self.unknown = unknown
+
+
+def option(default: Any = MISSING, *, help: str | Callable[[], str], factory: Callable[[], Any] | None = None,
+           flag: str | None = None, choices: Choices | None = None, metavar: str | None = None, ge: float | None = None,
            gt: float | None = None, le: float | None = None, lt: float | None = None, since: int = 1,
            hashed: bool = True, cli: bool = True, prefix: str | None = None, enable: str | None = None,
            enable_field: str | None = None, parse: Callable[[str], Any] | None = None,
            check: Callable[[Any], str | None] | None = None) -> Any:
     """A config field with everything the CLI, YAML, validation and hashing need.
 
-    ``help``: the flag's help text (and docs). ``flag``: the CLI flag when not ``--<field-name>``. ``choices``: the
+    ``help``: the flag's help text (and docs); a function returning it when the text lists a registry's names
+    (``help_of`` calls it). ``flag``: the CLI flag when not ``--<field-name>``. ``choices``: the
     allowed strings (a tuple, or a function reading a registry). ``ge/gt/le/lt``: numeric bounds (floats must also
     be finite). ``since``: hash format the field appeared in (>1: hashed only when not default). ``hashed``: False
     for run-time switches. ``cli``: False for YAML-only keys. For a nested dataclass: ``prefix`` for its flags; for
@@ -74,6 +87,12 @@ def default_of(f: Field) -> Any:
     return MISSING
 
 
+def help_of(f: Field) -> str:
+    """A field's help text (calling it when it is a function, so registry listings are current)."""
+    text = f.metadata.get("help")
+    return (text() if callable(text) else text) or ""
+
+
 def choices_of(f: Field) -> list[str] | None:
     c = f.metadata.get("choices")
     if c is None:
@@ -85,37 +104,120 @@ def choices_of(f: Field) -> list[str] | None:
 def from_dict(cls: type, data: Any, where: str = "config") -> Any:
     """Build dataclass ``cls`` from a mapping, checking every key and value once.
 
-    TicketsError (naming ``where.key``, the problem and the fix) for an unknown key, a wrongly typed value, a value
-    outside its bounds or choices, or a non-finite number. Ints are accepted where floats are expected."""
+    ConfigError (a TicketsError naming ``where.key``, the problem and the fix; ``.key`` holds the key's path) for
+    an unknown key (with the valid ones, and where the key belongs when it is an option of a nested block, e.g.
+    ``epochs`` → ``train.epochs``), a wrongly typed value, a value outside its bounds or choices, an empty list or
+    string where the option wants a value, or a non-finite number. Ints are accepted where floats are expected."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise TicketsError(f"{where or 'the config'} must be a mapping of keys to values, got "
-                           f"{type(data).__name__} {data!r:.60}")
+        raise ConfigError(f"{where or 'the config'} must be a mapping of keys to values, got "
+                          f"{type(data).__name__} {data!r:.60}")
     fields = {f.name: (f, hint) for f, hint in fields_of(cls)}
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            raise TicketsError(f"unknown key {key!r}{' in ' + where if where else ''}: valid keys are "
-                               f"{', '.join(sorted(fields))}")
+            raise ConfigError(unknown_key_message((cls,), (key,), where), (key,), unknown=True)
         f, hint = fields[key]
-        kwargs[key] = check_value(f, hint, value, f"{where}.{key}" if where else key)
+        try:
+            kwargs[key] = check_value(f, hint, value, f"{where}.{key}" if where else key)
+        except ConfigError as exc:
+            exc.key = (key,) + exc.key
+            if exc.unknown:  # an unknown key in a nested block may belong elsewhere in this one
+                exc.args = (unknown_key_message((cls,), exc.key, where),)
+            raise
+        except TicketsError as exc:
+            raise ConfigError(str(exc), (key,)) from None
     try:
         return cls(**kwargs)
     except TicketsError:
         raise
     except TypeError as exc:  # a required field is missing
-        raise TicketsError(f"{where or 'config'}: {exc}: add the missing key") from None
+        raise ConfigError(f"{where or 'config'}: {exc}: add the missing key") from None
+
+
+# -- unknown keys: where they belong -----------------------------------------------------------------------------
+def key_index(roots: tuple[type, ...]) -> list[tuple[tuple[str, ...], str]]:
+    """Every option of the config classes ``roots`` (nested blocks walked) as (key path, its CLI flag without
+    dashes): ``(("train", "adversarial", "eps"), "adv_eps")``; a block's enabling flag (``--adv``) names the field
+    it sets."""
+    out: list[tuple[tuple[str, ...], str]] = []
+
+    def walk(cls: type, path: tuple[str, ...], prefix: str) -> None:
+        for f, hint in fields_of(cls):
+            inner, _ = unwrap_optional(hint)
+            meta = f.metadata
+            if dataclasses.is_dataclass(inner):
+                out.append((path + (f.name,), f.name))
+                enable, field_name = meta.get("enable"), meta.get("enable_field")
+                if enable and field_name:
+                    out.append((path + (f.name, field_name), _bare(enable)))
+                walk(inner, path + (f.name,), prefix + (meta.get("prefix") or ""))
+                continue
+            out.append((path + (f.name,), _bare(meta.get("flag") or f"--{prefix}{f.name.replace('_', '-')}")))
+
+    for root in roots:
+        walk(root, (), "")
+    return out
+
+
+def _bare(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def unknown_key_message(roots: tuple[type, ...], key: tuple, where: str = "") -> str:
+    """``unknown key 'epochs': did you mean train.epochs? …`` for the unknown key ``key[-1]`` at path ``key[:-1]``
+    of a config made of ``roots``: where the key belongs when it names an option elsewhere (by key or by flag),
+    the valid keys at that level, and a close spelling among them."""
+    import difflib
+
+    *parent, name = key
+    level: list[str] = []
+    for root in roots:
+        cls: Any = root
+        for part in parent:
+            match = [hint for f, hint in fields_of(cls) if f.name == part] if dataclasses.is_dataclass(cls) else []
+            cls = unwrap_optional(match[0])[0] if match else None
+            if cls is None or not dataclasses.is_dataclass(cls):
+                break
+        if cls is not None and dataclasses.is_dataclass(cls):
+            level += [f.name for f in dataclasses.fields(cls)]
+    bare = str(name).replace("-", "_")
+    options = [(path, flag) for path, flag in key_index(roots) if path != tuple(key)]
+    index = [(path, flag) for path, flag in options if bare in (path[-1], flag)]
+    if not index and not difflib.get_close_matches(bare, level, n=1):  # a misspelt option of another block
+        close = difflib.get_close_matches(bare, [n for path, flag in options for n in (path[-1], flag)], n=1)
+        index = [(path, flag) for path, flag in options if close and close[0] in (path[-1], flag)]
+    index.sort(key=lambda item: item[1] != bare)  # the option whose flag is --<key> first (--eps: robust_eval.eps)
+    elsewhere = list(dict.fromkeys(".".join(path) for path, _ in index))
+    at = ".".join(str(p) for p in [where, *parent] if p)
+    head = f"unknown key {name!r}{' in ' + at if at else ''}"
+    if bare in level:  # `batch-size` for `batch_size`
+        return f"{head}: did you mean {'.'.join([*map(str, parent), bare])}? keys are spelled with underscores"
+    valid = f"valid keys{' here' if elsewhere else ''} are {', '.join(sorted(level))}"
+    if elsewhere:
+        parts = elsewhere[0].split(".")
+        nested = "".join(f"{p}: {{" for p in parts[:-1]) + f"{parts[-1]}: ..." + "}" * (len(parts) - 1)
+        return (f"{head}: did you mean {' or '.join(elsewhere[:3])}? write `{nested}` (keys nest as in a run's "
+                f"config.yaml); {valid}")
+    close = difflib.get_close_matches(bare, level, n=1)
+    return f"{head}: {valid}" + (f"; did you mean {close[0]}?" if close else "")
 
 
 def check_value(f: Field, hint: Any, value: Any, where: str) -> Any:
-    """``value`` converted to the field's type and checked against its constraints; TicketsError otherwise."""
+    """``value`` converted to the field's type and checked against its constraints; ConfigError otherwise (an empty
+    list, or an empty string for an option whose default is not empty, included: given explicitly, they would
+    otherwise fall back to the default unseen)."""
     inner, optional = unwrap_optional(hint)
     if value is None:
         if optional:
             return None
-        raise TicketsError(f"{where} cannot be empty (null): give a value")
+        raise ConfigError(f"{where} cannot be empty (null): give a value")
     out = _coerce(inner, value, where)
+    if isinstance(out, list) and not out:
+        raise ConfigError(f"{where} is an empty list: give at least one value, or leave it out for the default")
+    if isinstance(out, str) and not out.strip() and default_of(f) != "":
+        raise ConfigError(f"{where} is empty: give a value, or leave it out for the default")
     _check_constraints(f, out, where)
     return out
 
@@ -126,26 +228,33 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise TicketsError(f"{where} must be a list, got {value!r:.60}")
+            raise ConfigError(f"{where} must be a list, got {value!r:.60}")
         (arg,) = typing.get_args(hint) or (Any,)
-        return [_coerce(arg, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(_coerce(arg, v, f"{where}[{i}]"))
+            except ConfigError as exc:
+                exc.key = (i,) + exc.key
+                raise
+        return out
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TicketsError(f"{where} must be a number, got {value!r:.60}")
+            raise ConfigError(f"{where} must be a number, got {value!r:.60}")
         if not math.isfinite(float(value)):
-            raise TicketsError(f"{where} must be a finite number, got {value}")
+            raise ConfigError(f"{where} must be a finite number, got {value}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TicketsError(f"{where} must be an integer, got {value!r:.60}")
+            raise ConfigError(f"{where} must be an integer, got {value!r:.60}")
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise TicketsError(f"{where} must be true or false, got {value!r:.60}")
+            raise ConfigError(f"{where} must be true or false, got {value!r:.60}")
         return value
     if hint is str:
         if not isinstance(value, str):
-            raise TicketsError(f"{where} must be a string, got {value!r:.60}")
+            raise ConfigError(f"{where} must be a string, got {value!r:.60}")
         return value
     return value
 
@@ -166,36 +275,41 @@ def bounds_text(meta: Any) -> str:
 def _check_constraints(f: Field, value: Any, where: str) -> None:
     meta = f.metadata
     values = value if isinstance(value, list) else [value]
-    for v in values:
+    for i, v in enumerate(values):
+        item = (i,) if isinstance(value, list) else ()
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             ok = all(bound is None or test(v, bound) for bound, test in (
                 (meta.get("ge"), lambda a, b: a >= b), (meta.get("gt"), lambda a, b: a > b),
                 (meta.get("le"), lambda a, b: a <= b), (meta.get("lt"), lambda a, b: a < b)))
             if not ok:
-                raise TicketsError(f"{where} must be {bounds_text(meta)}, got {v}")
+                raise ConfigError(f"{where} must be {bounds_text(meta)}, got {v}", item)
         choices = choices_of(f)
         if choices is not None and isinstance(v, str) and v not in choices:
-            raise TicketsError(f"{where} must be one of {', '.join(choices)}, got {v!r}")
+            raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {v!r}", item)
     check = meta.get("check")
     if check is not None:
         problem = check(value)
         if problem:
-            raise TicketsError(f"{where}: {problem}")
+            raise ConfigError(f"{where}: {problem}")
 
 
 def validate(obj: Any, where: str = "config") -> None:
-    """Re-check every field of a built config (after defaults were filled in): TicketsError on the first bad one."""
+    """Re-check every field of a built config (after defaults were filled in): ConfigError on the first bad one."""
     for f, hint in fields_of(type(obj)):
         value = getattr(obj, f.name)
         name = f"{where}.{f.name}" if where else f.name
-        if value is None:
-            if not unwrap_optional(hint)[1]:
-                raise TicketsError(f"{name} cannot be empty (null): give a value")
-            continue
-        if dataclasses.is_dataclass(value):
-            validate(value, name)
-            continue
-        check_value(f, hint, value, name)
+        try:
+            if value is None:
+                if not unwrap_optional(hint)[1]:
+                    raise ConfigError(f"{name} cannot be empty (null): give a value")
+                continue
+            if dataclasses.is_dataclass(value):
+                validate(value, name)
+                continue
+            check_value(f, hint, value, name)
+        except ConfigError as exc:
+            exc.key = (f.name,) + exc.key
+            raise
 
 
 # -- dicts and hashes -------------------------------------------------------------------------------------------

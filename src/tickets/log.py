@@ -24,7 +24,8 @@ def get_logger(name: str | None = None) -> logging.Logger:
 class _OneLine(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return f"tickets: warning: {text}" if record.levelno >= logging.WARNING else text
+        # progress lines indent under their run; a warning starts its own line, so it drops the indent
+        return f"tickets: warning: {text.lstrip()}" if record.levelno >= logging.WARNING else text
 
 
 class _Stderr(logging.StreamHandler):

@@ -16,7 +16,10 @@ Everything a weights file (``--weights``) or a name-keyed mask goes through:
   break ties between renamings that both fit (MoCo's query over its momentum encoder, the robustness library's
   model over its attacker's copy) and label the notes.
 * ``load_into(module, state)``: ``load_state_dict`` with a one-line error naming the first mismatching tensor.
-* ``load_checkpoint(module, path, head=...)``: the three above, plus a projection / foreign head left fresh.
+* ``load_checkpoint(module, path, head=...)``: the three above, plus a projection / foreign head left fresh
+  (``LoadReport.head_mismatch`` says which head tensor had which shape, for callers that need the head).
+* ``load_error_detail(err)``: torch's ``load_state_dict`` RuntimeError as one line naming the first mismatch
+  (its own first line only says "Error(s) in loading state_dict for X:"); the CLI uses it as a last resort.
 * ``state_digest`` / ``file_digest``: sha256 identities for run hashes.
 
 Every failure is one ``TicketsError`` line naming the problem and the fix. This module imports only torch,
@@ -42,7 +45,8 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from tickets.errors import TicketsError
+from tickets.errors import TicketsError, counted
+from tickets.fileio import require_weights_file
 
 __all__ = [
     "NESTED_KEYS",
@@ -55,6 +59,9 @@ __all__ = [
     "rename",
     "load_into",
     "load_checkpoint",
+    "load_error_detail",
+    "is_load_error",
+    "safetensors_metadata",
     "state_digest",
     "file_digest",
 ]
@@ -119,9 +126,7 @@ def read_state_dict(path: str | os.PathLike, *, notes: list[str] | None = None) 
     archive, a pickle holding Python objects other than tensors and plain containers, or a file holding no (or
     several candidate) dicts of tensors.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise TicketsError(f"weights file {str(path)!r} not found: check the path")
+    path = require_weights_file(path)
     data = path.read_bytes()
     if not data:
         raise TicketsError(f"weights file {str(path)!r} is empty: the copy was interrupted; copy it again")
@@ -194,7 +199,7 @@ def _read_safetensors(path: Path, data: bytes, notes: list[str] | None) -> dict[
     if not state:
         raise TicketsError(f"weights file {str(path)!r} holds no tensors: pass the file holding the weights")
     if notes is not None:
-        notes.append(f"read {len(state)} tensors from safetensors file {path.name}")
+        notes.append(f"read {counted(len(state), 'tensor')} from safetensors file {path.name}")
     return dict(state)
 
 
@@ -302,6 +307,7 @@ class _Fit:
 
 def _components(name: str) -> list[str]:
     return name.split(".")
+
 
 
 def _first(names: Iterable[str], n: int = 3) -> str:
@@ -467,7 +473,7 @@ def match_keys(
 def _mismatch(what: str, fit: _Fit, target: list[str], subset: bool) -> TicketsError:
     via = ""
     if fit.strip or fit.add:
-        via = f" (best renaming: {fit.label}, {len(fit.mapping)} names matched)"
+        via = f" (best renaming: {fit.label}, {counted(len(fit.mapping), 'name')} matched)"
     unexpected = fit.extra + (fit.outside if subset else [])
     parts = []
     if fit.missing:
@@ -495,25 +501,28 @@ def _result(
     notes = []
     n = len(fit.mapping)
     if fit.strip and fit.add:
-        notes.append(f"renamed {n} keys: removed wrapper prefix {fit.strip!r}{_wrapper_label(fit.strip)}, "
+        notes.append(f"renamed {counted(n, 'key')}: removed wrapper prefix {fit.strip!r}{_wrapper_label(fit.strip)}, "
                      f"added {fit.add!r}")
     elif fit.strip:
         how = "as asked" if forced else "preferred over its copy" if shadowed else "the only prefix that fits"
-        notes.append(f"stripped wrapper prefix {fit.strip!r}{_wrapper_label(fit.strip)} from {n} keys ({how})")
+        notes.append(f"stripped wrapper prefix {fit.strip!r}{_wrapper_label(fit.strip)} from {counted(n, 'key')} "
+                     f"({how})")
     elif fit.add:
-        notes.append(f"added prefix {fit.add!r} to {n} keys (the model wraps the network)")
+        notes.append(f"added prefix {fit.add!r} to {counted(n, 'key')} (the model wraps the network)")
     for other in shadowed:
         count = sum(s.startswith(other.strip) for s in fit.outside)
-        notes.append(f"ignored {count} keys under {other.strip!r}{_wrapper_label(other.strip)}, a copy of the "
+        notes.append(f"ignored {counted(count, 'key')} under {other.strip!r}{_wrapper_label(other.strip)}, a copy of "
+                     "the "
                      "same network")
     outside = [s for s in fit.outside if not any(s.startswith(other.strip) for other in shadowed)]
     if outside:
-        notes.append(f"ignored {len(outside)} keys outside {fit.strip!r}: {_first(outside)}")
+        notes.append(f"ignored {counted(len(outside), 'key')} outside {fit.strip!r}: {_first(outside)}")
     if dropped:
-        notes.append(f"dropped {len(dropped)} keys that are no model weights: {_first(dropped)}")
+        notes.append(f"dropped {counted(len(dropped), 'key')} that are no model weights: {_first(dropped)}")
     if fit.projection:
         notes.append(
-            f"dropped {len(fit.projection)} projection-head keys under {_first(heads, 2)} that match nothing in the "
+            f"dropped {counted(len(fit.projection), 'projection-head key')} under {_first(heads, 2)} that match "
+            "nothing in the "
             f"model: {_first(fit.projection)}"
         )
     if not subset:
@@ -525,7 +534,8 @@ def _result(
             notes.append(f"no weights for head {_first(heads, 2)} in the file: {_first(head_absent)} stay as "
                          "initialised (fresh head)")
         if other_absent:
-            notes.append(f"{len(other_absent)} optional keys absent, kept as initialised: {_first(other_absent)}")
+            notes.append(f"{counted(len(other_absent), 'optional key')} absent, kept as initialised: "
+                         f"{_first(other_absent)}")
     return dict(fit.mapping), notes
 
 
@@ -574,11 +584,12 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], *, strict: b
             "(names as in model.state_dict())"
         )
     if counters and len(counters) < len(own):
-        notes.append(f"{len(counters)} BatchNorm counters (num_batches_tracked) absent: kept the model's")
+        notes.append(f"{counted(len(counters), 'BatchNorm counter')} (num_batches_tracked) absent: kept the model's")
     if missing and not strict:
-        notes.append(f"{len(missing)} tensors not in the weights, left as initialised: {_first(missing)}")
+        notes.append(f"{counted(len(missing), 'tensor')} not in the weights, left as initialised: {_first(missing)}")
     if unexpected and not strict:
-        notes.append(f"{len(unexpected)} tensors of the weights unknown to the model, ignored: {_first(unexpected)}")
+        notes.append(f"{counted(len(unexpected), 'tensor')} of the weights unknown to the model, ignored: "
+                     f"{_first(unexpected)}")
         full = {k: v for k, v in full.items() if k in own}
     casts = Counter(
         (str(v.dtype).replace("torch.", ""), str(own[k].dtype).replace("torch.", ""))
@@ -586,14 +597,63 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], *, strict: b
         if k in own and v.dtype != own[k].dtype and v.is_floating_point() and own[k].is_floating_point()
     )
     for (src, dst), count in sorted(casts.items()):
-        notes.append(f"{count} tensors stored as {src}: converted to the model's {dst}")
+        notes.append(f"{counted(count, 'tensor')} stored as {src}: converted to the model's {dst}")
     try:
         module.load_state_dict(full, strict=strict)
     except RuntimeError as err:  # shapes and names were checked; this is a module with custom loading rules
         raise TicketsError(
-            f"could not load the weights into {type(module).__name__} ({_first_line(err)}): pass weights of this model"
+            f"could not load the weights into {type(module).__name__} ({load_error_detail(err)}): pass weights of "
+            "this model"
         ) from None
     return notes
+
+
+_SIZE_MISMATCH = re.compile(r"size mismatch for ([^:]+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) "
+                            r"from checkpoint, the shape in current model is torch\.Size\(\[([^\]]*)\]\)")
+
+
+def is_load_error(err: BaseException) -> bool:
+    """Whether ``err`` is torch's ``load_state_dict`` complaint (names or shapes that do not fit the module)."""
+    return isinstance(err, RuntimeError) and str(err).lstrip().startswith("Error(s) in loading state_dict")
+
+
+def load_error_detail(err: BaseException) -> str:
+    """The first informative line of a ``load_state_dict`` RuntimeError, in one line: ``tensor 'linear.weight'
+    has shape [100, 64] in the weights but [10, 64] in the model``, ``missing 'a', 'b' …``, ``unexpected …``
+    (torch's own first line only says "Error(s) in loading state_dict for X:")."""
+    text = str(err)
+    m = _SIZE_MISMATCH.search(text)
+    if m:
+        def shape(s: str) -> list[int]:
+            return [int(x) for x in s.split(",") if x.strip()]
+
+        return (f"tensor {m.group(1).strip()!r} has shape {shape(m.group(2))} in the weights but "
+                f"{shape(m.group(3))} in the model")
+    for line in text.splitlines()[1:]:
+        line = line.strip()
+        for lead, what in (("Missing key(s) in state_dict:", "missing"), ("Unexpected key(s) in state_dict:",
+                                                                           "unexpected")):
+            if line.startswith(lead):
+                names = re.findall(r'"([^"]+)"', line)
+                return f"{what} {_first(names)}" if names else f"{what} keys"
+        if line:
+            return line.rstrip(".")[:200]
+    return _first_line(err)
+
+
+def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (``transfer --save-weights`` records ``model`` and ``task``);
+    {} for any other file or one whose header cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if not 1 < n <= 100_000_000:
+                return {}
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError):
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 @dataclass
@@ -605,6 +665,8 @@ class LoadReport:
     notes: list[str] = field(default_factory=list)
     loaded: list[str] = field(default_factory=list)  # target keys taken from the file
     fresh: list[str] = field(default_factory=list)  # head keys left as initialised
+    # why the head stayed fresh when the file has one of another shape: (model key, shape in the file, the model's)
+    head_mismatch: tuple[str, list[int], list[int]] | None = None
 
     @property
     def head_loaded(self) -> bool:
@@ -648,10 +710,11 @@ def load_checkpoint(
     elif any(k in renamed for k in head_keys) and not all(k in renamed for k in head_keys):
         notes.append(f"head {_first(heads, 2)} is incomplete in the file: the head stays fresh")
     fresh = [] if all(k in renamed for k in head_keys) and not wrong else head_keys
+    mismatch = (wrong[0], list(renamed[wrong[0]].shape), list(own[wrong[0]].shape)) if wrong else None
     for k in fresh:
         renamed[k] = own[k].clone()
     loaded_notes = load_into(module, renamed, strict=True)
-    if any("optional keys absent" in n for n in notes):  # match_keys already listed the counters
+    if any(re.search(r"optional keys? absent", n) for n in notes):  # match_keys already listed the counters
         loaded_notes = [n for n in loaded_notes if "num_batches_tracked" not in n]
     notes += loaded_notes
     _check_normalisation(module, state, notes)
@@ -661,6 +724,7 @@ def load_checkpoint(
         notes=notes,
         loaded=[k for k in own if k in renamed and k not in fresh],
         fresh=fresh,
+        head_mismatch=mismatch,
     )
 
 
@@ -675,7 +739,8 @@ def _fold_prune(state: dict[str, torch.Tensor], notes: list[str]) -> dict[str, t
         out[base] = state[key] * state[base + "_mask"].to(state[key].dtype)
         del out[key], out[base + "_mask"]
     notes.append(
-        f"folded {len(origs)} torch.nn.utils.prune reparametrisations (X_orig × X_mask) into plain weights; to keep "
+        f"folded {counted(len(origs), 'torch.nn.utils.prune reparametrisation')} (X_orig × X_mask) into plain "
+        "weights; to keep "
         "the mask as a ticket, pass the same file as --ticket"
     )
     return out

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from tickets.errors import TicketsError
+from tickets.fileio import require_weights_file
 from tickets.models.base import ModelSpec, Normalize, from_module, replace_linear_head
 from tickets.registry import Registry
 
@@ -109,8 +110,7 @@ def load_model(name: str, *, model_root: str | os.PathLike | None = None, pretra
     entry = MODELS.entry(name)
     kwargs = {"model_root": model_root, "pretrained": pretrained}
     if weights is not None:
-        if not Path(weights).is_file():
-            raise TicketsError(f"weights file {str(weights)!r} not found: check --weights")
+        require_weights_file(weights)
         kwargs["weights"] = weights
     try:
         spec = entry.load()(name, **kwargs)

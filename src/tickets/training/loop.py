@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tickets.config import TrainConfig, resolve_train
-from tickets.errors import TicketsError
+from tickets.errors import TicketsError, counted
 from tickets.log import get_logger
 from tickets.masks import Mask
 from tickets.runtime import resolve_device, world_size
@@ -215,7 +215,7 @@ def fine_tune(
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
     if not 0 <= start_step < total_steps:
-        raise TicketsError(f"training would start at step {start_step} but has only {total_steps} steps "
+        raise TicketsError(f"training would start at step {start_step} but has only {counted(total_steps, 'step')} "
                            f"({steps_per_epoch} per epoch): choose a rewind step K below {total_steps} or train longer")
     state = LoopState(model=model, optimizer=optimizer, task=task, cfg=cfg, device=device, seed=seed,
                       total_steps=total_steps, steps_per_epoch=steps_per_epoch, step=start_step,
@@ -395,7 +395,8 @@ def _unusable_checkpoint(ckpt: Any, model: nn.Module, cfg: TrainConfig, steps_pe
     if not (isinstance(epoch, int) and 0 <= epoch < cfg.epochs - 1 and isinstance(step, int)
             and 0 < step <= min(total_steps, (epoch + 1) * steps_per_epoch)
             and isinstance(ckpt["history"], list) and len(ckpt["history"]) >= 1):
-        return f"it claims epoch {epoch}, step {step}, impossible for {cfg.epochs} epochs of {steps_per_epoch} steps"
+        return (f"it claims epoch {epoch}, step {step}, impossible for {counted(cfg.epochs, 'epoch')} of "
+                f"{counted(steps_per_epoch, 'step')}")
     best = ckpt["best_state"] if ckpt.get("best_state") is not None else state
     if not isinstance(best, dict) or set(best) != set(own):
         return "its selected weights are for another model"
@@ -445,3 +446,4 @@ def _nonfinite_loss(model: nn.Module, batch: dict, loss: torch.Tensor, step: int
         return f"the training labels hold NaN/Inf values at step {step}: clean the data"
     return (f"training loss became {loss.item()} at step {step} with finite weights and inputs: the learning rate "
             f"is too high for this model (now {cfg.lr:g}); lower --lr or set --grad-clip")
+

@@ -8,25 +8,54 @@ import torch
 
 from tickets.config import EvalConfig, resolve_attack, validate_eval
 from tickets.errors import TicketsError
-from tickets.verbs.prepare import prepare
+from tickets.fileio import require_weights_file
+from tickets.log import get_logger
+from tickets.verbs.prepare import Prepared, prepare
 from tickets.ticket import load_ticket
 from tickets.training.evaluate import evaluate
 from tickets.runtime import resolve_device
 
+logger = get_logger(__name__)
 
-def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A fine-tuned state dict from a safetensors file (never a pickle)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
-    p = Path(path)
-    if not p.is_file():
-        raise TicketsError(f"weights file {str(p)!r} not found: pass the model.safetensors of a transfer run")
-    try:
-        return load_file(str(p))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise TicketsError(f"weights file {p} is not a readable safetensors file ({exc}): rerun transfer "
-                           "with --save-weights") from None
+def prepare_with_weights(cfg: EvalConfig, *, data_root: str | Path | None = None,
+                         model_root: str | Path | None = None, need_head: bool = True) -> Prepared:
+    """``cfg.model`` on ``cfg.task`` with the weights of ``cfg.weights`` loaded: the loader of ``find`` /
+    ``transfer --weights`` (``tickets.statedict.load_checkpoint``: safetensors or a torch state dict, nested or
+    not, wrapper prefixes resolved), into a model whose head has the task's size, so a fine-tuned head loads too.
+    The loader's notes (the prefix it stripped, …) are logged. ``need_head``: the file's head must fit the task
+    (scoring the head); TicketsError naming the head tensor, both shapes and the task the file records otherwise."""
+    from tickets.models import load_model, model_family
+    from tickets.statedict import load_checkpoint, safetensors_metadata
+
+    require_weights_file(cfg.weights)
+    # Hugging Face models take a checkpoint on top of their own folder; other models start from their seeded
+    # random init, so no shipped weights are needed
+    spec = load_model(cfg.model, model_root=model_root, pretrained=model_family(cfg.model) == "transformer")
+    prepared = prepare(spec, cfg.task, model_id=cfg.model, head="fresh", seed=cfg.seed, data=cfg.data,
+                       data_root=data_root, model_root=model_root)
+    heads = tuple(prepared.spec.head)
+    report = load_checkpoint(prepared.model, cfg.weights, head=heads,
+                             what=f"weights file {str(cfg.weights)!r} for {cfg.model}")
+    if need_head and report.fresh:
+        task = prepared.task.name
+        recorded = safetensors_metadata(cfg.weights).get("task")
+        if report.head_mismatch is not None:
+            key, theirs, ours = report.head_mismatch
+            fix = (f"the file records task {recorded}: evaluate it with --task {recorded}"
+                   if recorded and recorded != task else
+                   f"evaluate it on the task it was fine-tuned for (a {theirs[0]}-output head), or score its "
+                   "features with --probe knn")
+            raise TicketsError(f"weights file {cfg.weights} does not fit {task}: its head {key!r} has shape {theirs} "
+                               f"but {task}'s head needs {ours}: {fix}")
+        raise TicketsError(f"weights file {cfg.weights} holds no head for {task} ({', '.join(heads)} absent or "
+                           "incomplete, e.g. a pre-trained encoder), so eval would score a random head: score its "
+                           f"features with --probe knn (or linear), or fine-tune a head with `tickets transfer "
+                           f"--weights {cfg.weights} --task {task} --save-weights`")
+    for note in report.notes:
+        logger.info("weights %s: %s", Path(cfg.weights).name, note)
+    prepared.spec.info.update(weights=report.path, weights_sha256=report.sha256, weights_notes=report.notes)
+    return prepared
 
 
 def evaluate_model(
@@ -43,34 +72,29 @@ def evaluate_model(
     first N examples only.
 
     Without ``cfg.weights`` the shipped head is used, which only makes sense on the model's own label space;
-    with ``weights`` (a fine-tuned model.safetensors) a head of the task's size is built and loaded.
+    with ``weights`` (a fine-tuned model.safetensors, or any checkpoint layout ``--weights`` reads: see
+    ``prepare_with_weights``) a head of the task's size is built and loaded from the file.
     TicketsError for a missing model/task, a head that does not fit, or weights / ticket for another model."""
     validate_eval(cfg)
     data = cfg.data
     dev = resolve_device(device)  # a bad --device is reported before any loading
     if cfg.probe:
         return probe_model(cfg, device=dev, data_root=data_root, model_root=model_root)
-    head = "fresh" if cfg.weights else "pretrained"
-    from tickets.models import load_model
-
-    spec = load_model(cfg.model, model_root=model_root)  # loaded once, checked here, then fitted by prepare
-    if not cfg.weights and spec.pretrained_task != cfg.task:
-        shipped = spec.pretrained_task
-        raise TicketsError(
-            f"{cfg.model}'s shipped head predicts {shipped or 'nothing (it has no trained head)'}, not {cfg.task}: "
-            f"pass --weights model.safetensors from `tickets transfer --task {cfg.task} --save-weights`"
-        )
-    prepared = prepare(spec, cfg.task, model_id=cfg.model, head=head, seed=cfg.seed, data=data, data_root=data_root,
-                       model_root=model_root)
     if cfg.weights:
-        state = load_weights_file(cfg.weights)
-        missing = set(prepared.model.state_dict()) - set(state)
-        unexpected = set(state) - set(prepared.model.state_dict())
-        if missing or unexpected:
-            name = sorted(missing or unexpected)[0]
-            raise TicketsError(f"weights file {cfg.weights} does not fit {cfg.model} on {cfg.task} (e.g. {name!r}): "
-                               "evaluate with the model and task it was trained for")
-        prepared.model.load_state_dict(state)
+        prepared = prepare_with_weights(cfg, data_root=data_root, model_root=model_root)
+    else:
+        from tickets.models import load_model
+
+        spec = load_model(cfg.model, model_root=model_root)  # loaded once, checked here, then fitted by prepare
+        if spec.pretrained_task != cfg.task:
+            shipped = spec.pretrained_task
+            raise TicketsError(
+                f"{cfg.model}'s shipped head predicts {shipped or 'nothing (it has no trained head)'}, not "
+                f"{cfg.task}: pass --weights model.safetensors from `tickets transfer --task {cfg.task} "
+                "--save-weights`"
+            )
+        prepared = prepare(spec, cfg.task, model_id=cfg.model, head="pretrained", seed=cfg.seed, data=data,
+                           data_root=data_root, model_root=model_root)
     mask = None
     if cfg.ticket:
         mask = load_ticket(cfg.ticket).fit(prepared.model, head=prepared.spec.head)  # prefixes, head entries
@@ -107,9 +131,11 @@ def probe_model(cfg: EvalConfig, *, device: str | torch.device = "auto", data_ro
     if cfg.robust is not None:
         raise TicketsError("--probe scores frozen features and --attack the model's head: run them separately")
     dev = resolve_device(device)
-    spec = load_model(cfg.model, model_root=model_root, weights=cfg.weights)
-    prepared = prepare(spec, cfg.task, model_id=cfg.model, head="fresh", seed=cfg.seed, data=cfg.data,
-                       data_root=data_root, model_root=model_root)
+    if cfg.weights:
+        prepared = prepare_with_weights(cfg, data_root=data_root, model_root=model_root, need_head=False)
+    else:
+        prepared = prepare(load_model(cfg.model, model_root=model_root), cfg.task, model_id=cfg.model, head="fresh",
+                           seed=cfg.seed, data=cfg.data, data_root=data_root, model_root=model_root)
     model = prepared.model.to(dev)
     mask = None
     if cfg.ticket:

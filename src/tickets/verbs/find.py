@@ -23,8 +23,8 @@ import torch
 from tickets import __version__
 from tickets.config import (FindConfig, RewindPoint, ScheduleConfig, resolve_attack, resolve_schedule, resolve_train,
                             validate_find)
-from tickets.errors import TicketsError
-from tickets.fileio import atomic_write, read_json, remove_stale_temporaries, write_json
+from tickets.errors import TicketsError, counted
+from tickets.fileio import atomic_write, read_json, remove_stale_temporaries, require_weights_file, write_json
 from tickets.hparams import hash_view
 from tickets.log import get_logger
 from tickets.masks import Mask, PrunableSet
@@ -88,9 +88,7 @@ def weights_identity(path: str | Path) -> dict:
     """How a ``--weights`` checkpoint enters a run hash: its content (sha256), never its path."""
     from tickets.statedict import file_digest
 
-    if not Path(path).is_file():
-        raise TicketsError(f"weights file {str(path)!r} not found: check --weights")
-    return {"sha256": file_digest(path)}
+    return {"sha256": file_digest(require_weights_file(path))}
 
 
 def planned_config(cfg: FindConfig, *, preset: str | None = None) -> dict:
@@ -177,15 +175,16 @@ def find_tickets(
 def _draw_levels(ctx: DrawContext, method: Method, levels: list[float], train, device: torch.device,
                  progress: bool, callbacks: Sequence[Callback], log_to: Sequence[str]) -> list[dict]:
     cfg, prepared, run, layout = ctx.cfg, ctx.prepared, ctx.run, ctx.run.layout
-    run.log("run_start", kind="find", method=cfg.method, pattern=cfg.pattern, levels=levels, device=str(device))
+    run.log("run_start", kind="find", method=cfg.method, pattern=cfg.pattern, levels=levels, device=str(device),
+            notes=prepared.notes(cfg.train))
     logger.info("find %s %s on %s: %d levels -> %s", cfg.method, prepared.model_id, prepared.task.name,
                 len(levels), run.path)
     start, weights_label = _start_weights(ctx, method)
     steps = math.ceil(len(prepared.task.train) / train.batch_size) * train.epochs
     steps = min(steps, train.max_steps or steps)
     if ctx.rewind.kind == "step" and ctx.rewind.step >= steps:
-        raise TicketsError(f"rewind point step:{ctx.rewind.step} is beyond the {steps} optimizer steps of a "
-                           "fine-tune: choose a smaller K or train longer")
+        raise TicketsError(f"rewind point step:{ctx.rewind.step} is beyond the {counted(steps, 'optimizer step')} of "
+                           "a fine-tune: choose a smaller K or train longer")
     from tickets.diagnostics import sparsity_warnings
 
     # θ0's scales, once per run, when one ranking compares tensors (global scope; not layer-wise, not N:M)

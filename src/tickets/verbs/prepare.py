@@ -50,11 +50,14 @@ class Prepared:
 
     def notes(self, train: Any = None) -> list[str]:
         """What a user should know about how the model was loaded and will be trained, one line each: the pooler
-        and pooling, the dtype, pruned heads, the prunable preset's choices, the training recipe and why.
+        and pooling, the dtype, pruned heads, how a ``--weights`` file was read (the wrapper prefix stripped, keys
+        ignored, a head left fresh), the prunable preset's choices, the training recipe and why.
         ``train``: the run's unresolved TrainConfig; the recipe line names only the options it leaves unset (and is
         left out when the user set them all)."""
         info = self.spec.info
         out = [f"{self.model_id}: {info[k]}" for k in ("pooler_note", "dtype_note", "pruned_heads_note") if info.get(k)]
+        if info.get("weights_notes") and not self._shipped_weights():  # --weights: the prefix stripped, …
+            out += [f"weights {Path(str(info['weights'])).name}: {note}" for note in info["weights_notes"]]
         applied = {k: v for k, v in (self.recipe or {}).items() if train is None or getattr(train, k, None) is None}
         if applied:
             reason = info.get("recipe_reason", "")
@@ -62,6 +65,18 @@ class Prepared:
             out.append(f"{self.model_id} declares its training recipe ({recipe}) for options you did not set"
                        + (f": {reason}" if reason else ""))
         return out
+
+    def _shipped_weights(self) -> bool:
+        """Whether the weights file is the model's own (its registry folder and file pattern under the model
+        root), whose loading notes are the same every run and not worth a line."""
+        from tickets.models import MODELS
+
+        try:
+            folder, pattern = MODELS.meta(self.spec.name)["weights"]
+        except (KeyError, TypeError, ValueError, TicketsError):
+            return False
+        path = Path(str(self.spec.info.get("weights", "")))
+        return path.parent.name == folder and path.match(pattern)
 
     def inputs(self) -> dict:
         """What this run reads besides its config, by content: every data file the task loaded and the model's
