@@ -271,16 +271,17 @@ def _write_level(run: Path, level: int, score: float, sparsity: float, *, ticket
 
 
 def _find_run(root: Path, name: str, seed: int, scores: list[float], *, pattern=None, adversarial=False,
-              masks=None, ra=None):
-    """IMP on task S: level 0 dense, then one ticket per level (sparsity 0.5, 0.75)."""
+              masks=None, ra=None, extra=None):
+    """IMP on task S: level 0 dense, then one ticket per level (sparsity 0.5, 0.75), as many levels as scores;
+    ``extra``: more config keys (rewind, data, …)."""
     import yaml as _yaml
 
     from tickets.ticket import Ticket
 
     run = root / name
     run.mkdir()
-    cfg = {"model": "m", "task": "S", "method": "imp", "seed": seed, "levels": [0.0, 0.5, 0.75],
-           "train": {**TRAIN, "adversarial": ADV if adversarial else None}, "data": DATA}
+    cfg = {"model": "m", "task": "S", "method": "imp", "seed": seed, "levels": [0.0, 0.5, 0.75][:len(scores)],
+           "train": {**TRAIN, "adversarial": ADV if adversarial else None}, "data": DATA, **(extra or {})}
     if pattern:
         cfg["pattern"] = pattern
     (run / "config.yaml").write_text(_yaml.safe_dump(cfg))
@@ -297,16 +298,19 @@ def _find_run(root: Path, name: str, seed: int, scores: list[float], *, pattern=
 
 
 def _transfer_run(root: Path, name: str, target: str, seed: int, score: float, *, ticket_path=None, checksum=None,
-                  sparsity=0.0, adversarial=False, ticket_meta=None):
+                  sparsity=0.0, adversarial=False, ticket_meta=None, record=None, train=None, data=None):
+    """A finished transfer run; ``record``: the ticket record its metrics hold, as is (default: one naming source
+    task S and method imp); ``train`` / ``data``: config keys over the defaults."""
     import yaml as _yaml
 
     run = root / name
     run.mkdir()
-    cfg = {"model": "m", "task": target, "seed": seed, "train": {**TRAIN, "adversarial": ADV if adversarial else None},
-           "data": DATA, "ticket": None if checksum is None else {"checksum": checksum, "sparsity": sparsity}}
+    cfg = {"model": "m", "task": target, "seed": seed,
+           "train": {**TRAIN, "adversarial": ADV if adversarial else None, **(train or {})}, "data": {**DATA, **(data or {})},
+           "ticket": None if checksum is None else {"checksum": checksum, "sparsity": sparsity}}
     (run / "config.yaml").write_text(_yaml.safe_dump(cfg))
-    ticket = None
-    if ticket_path is not None:
+    ticket = record
+    if ticket_path is not None and record is None:
         ticket = {"path": str(ticket_path), "source_task": "S", "method": "imp", "checksum": checksum,
                   **(ticket_meta or {})}
     _write_level(run, 0, score, sparsity, extra={"ticket": ticket})
@@ -507,3 +511,168 @@ def test_overlap_pairs_tickets_by_sparsity_not_by_level_number(tmp_path, monkeyp
     assert cross[0.5]["iou"] == pytest.approx(masks["imp2"].iou(masks["omp1"]))
     assert cross[0.25]["iou"] == pytest.approx(masks["imp1"].iou(masks["omp0"]))
     assert cross[0.5]["level"] == 1
+
+
+# -- runs of different settings, repeated runs, tickets without a recorded source -------------------------------
+def _scores_of(curve: list[dict]) -> dict[int, list]:
+    return {p["level"]: [round(p["score"].mean, 6), p["score"].n] for p in curve}
+
+
+def test_runs_of_different_settings_never_share_a_curve(tmp_path):
+    """The newcomer's folder: IMP with rewind step:5 and limit 300 beside IMP with the default rewind and limit 500,
+    same task, method and seed. The old report made one "imp (own task)" curve of both (step:5's scores at the
+    levels both have, the other run's beyond). Now: one curve per setting, each of its own runs, labelled by what
+    differs; a run whose levels are the first of another's schedule (seed 1 below) shares that run's curve."""
+    from tickets.study.matching import ticket_curves
+    from tickets.study.report import write_report
+    from tickets.study.report.collect import collect
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    theta0 = {"rewind": "theta0", "data": {**DATA, "limit": 500}}
+    a = _find_run(root, "find-a", 0, [0.9, 0.80, 0.70], extra=theta0)
+    _find_run(root, "find-a1", 1, [0.9, 0.84], extra=theta0)
+    _find_run(root, "find-b", 0, [0.9, 0.60], extra={"rewind": "step:5", "data": {**DATA, "limit": 300}},
+              masks={1: _mask(99, 0.5)})  # (a mask both settings drew would make its transfers rows of both)
+    for name, epochs, score in (("transfer-e1", 1, 0.5), ("transfer-e3", 3, 0.55)):  # fine-tuned two ways
+        _transfer_run(root, name, "T", 0, score, ticket_path=a / "level-01" / "ticket.safetensors",
+                      checksum=_checksum(a, 1), sparsity=0.5, ticket_meta={"level": 1}, train={"epochs": epochs})
+    ctx = collect(root)
+    own_a, own_b = "imp [rewind theta0, limit 500]", "imp [rewind step:5, limit 300]"
+    assert {r["method"] for r in ctx["rows"] if r["kind"] == "find"} == {own_a, own_b}
+    assert {t["method"] for t in ctx["tickets"]} == {own_a, own_b}
+    curves = ticket_curves(ctx["rows"])
+    assert _scores_of(curves[("m", "S", 1.0, "S", own_a)]) == {1: [0.82, 2], 2: [0.7, 1]}
+    assert _scores_of(curves[("m", "S", 1.0, "S", own_b)]) == {1: [0.6, 1]}
+    moved = {k[4]: _scores_of(v) for k, v in curves.items() if k[1] == "T"}
+    assert moved == {f"{own_a[:-1]}; fine-tune epochs 1]": {1: [0.5, 1]},
+                     f"{own_a[:-1]}; fine-tune epochs 3]": {1: [0.55, 1]}}
+    assert ctx["mixed_dense"] == [{"model": "m", "target": "S", "fraction": 1.0, "kind": "dense",
+                                   "settings": ["limit 300", "limit 500"]}]
+    report = write_report(root, to=tmp_path / "rep").read_text()
+    assert "imp [rewind step:5, limit 300] (own task)" in report and "**Mixed dense baseline**" in report
+    assert "- **Settings**: some runs differ in more than the seed" in report
+    curve_rows = list(csv.DictReader(open(tmp_path / "rep" / "curves.csv")))
+    assert {r["ticket"] for r in curve_rows if r["target"] == "S"} == {"dense", f"{own_a} (own task)",
+                                                                       f"{own_b} (own task)"}
+
+
+def test_a_study_of_one_setting_keeps_its_labels(pattern_runs):
+    """Nothing differs but seeds (and robust vs standard, which the kind already says): no brackets anywhere."""
+    from tickets.study.report.collect import collect
+
+    ctx = collect(pattern_runs)
+    assert not any(r.get("setting") for r in ctx["rows"]) and ctx["mixed_dense"] == [] and ctx["repeats"] == {}
+    assert not any("[" in r["method"] for r in ctx["rows"] if r["method"])
+
+
+def test_setting_labels_name_only_what_differs():
+    from tickets.study.report.settings import run_setting, setting_labels
+
+    base = {"model": "m", "task": "S", "method": "imp", "seed": 0, "rewind": "theta0", "levels": [0.0, 0.5, 0.75],
+            "schedule": {"kind": "geometric", "levels": 2, "rate": 0.5}, "save_weights": False,
+            "train": {**TRAIN, "adversarial": None}, "data": DATA}
+
+    def labels(**configs):
+        return setting_labels({k: run_setting(c, train_size=True) for k, c in configs.items()})
+
+    # seeds, schedules cut short, output switches: one setting
+    assert labels(a=base, b={**base, "seed": 1, "levels": [0.0, 0.5], "schedule": {"levels": 1},
+                             "save_weights": True}) == {"a": "", "b": ""}
+    assert labels(a=base, b={**base, "levels": [0.0, 0.6]}) == {"a": "levels 0,0.5,0.75", "b": "levels 0,0.6"}
+    assert labels(a=base, b={**base, "rewind": "step:5", "train": {**base["train"], "lr": 0.01}}) == {
+        "a": "rewind theta0, lr 0.05", "b": "rewind step:5, lr 0.01"}
+    digest = "ab" * 32  # weights enter a config by content: written as 12 hex digits, absent as "default"
+    assert labels(a=base, b={**base, "weights": {"sha256": digest}}) == {"a": "weights default",
+                                                                         "b": "weights abababababab"}
+    # robust is the kind's, not a setting: only how adversarial training is set is compared, between robust runs
+    robust = {**base, "train": {**TRAIN, "adversarial": ADV}}
+    assert labels(a=base, r=robust) == {"a": "", "r": ""}
+    step5 = {**base, "rewind": "step:5"}  # the robust run reads like the standard run of its rewind: they pair
+    assert labels(a=base, b=step5, r=robust) == {"a": "rewind theta0", "b": "rewind step:5", "r": "rewind theta0"}
+    assert labels(a=base, r=robust, r8={**base, "train": {**TRAIN, "adversarial": {**ADV, "eps": 8.0}}}) == {
+        "a": "", "r": "adversarial.eps 2", "r8": "adversarial.eps 8"}
+    # a transfer's train_size is its data fraction, a find run's is part of its setting
+    small = {**base, "data": {**DATA, "train_size": 50}}
+    assert run_setting(small, train_size=False) == run_setting(base, train_size=False)
+    assert labels(a=base, b=small) == {"a": "train_size 100", "b": "train_size 50"}
+
+
+def test_a_repeated_run_is_read_once(tmp_path):
+    """The same config and seed in two run directories (a run repeated elsewhere and copied in) is one
+    measurement: read once (the copy with more finished levels), and the report says so."""
+    import shutil
+
+    from tickets.study.report import write_report
+    from tickets.study.report.collect import collect
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    _find_run(root, "find-a", 0, [0.9, 0.8, 0.7])
+    shutil.copytree(root / "find-a", root / "find-a-copy")
+    (root / "find-a" / "level-02" / "DONE").unlink()  # the copy got further: it is the one read
+    ctx = collect(root)
+    assert ctx["repeats"] == {"find-a": "find-a-copy"}
+    assert {r["run"] for r in ctx["rows"]} == {"find-a-copy"} and len(ctx["tickets"]) == 2
+    report = write_report(root, to=tmp_path / "rep").read_text()
+    assert "find-a (read: find-a-copy)" in report
+    assert len(list(csv.DictReader(open(tmp_path / "rep" / "scores.csv")))) == 3  # dense level + 2 tickets
+
+
+def _exported_ticket_runs(tmp_path: Path) -> Path:
+    """A find run, a transfer of its level-2 ticket exported to another tool's format (the transfer records only
+    checksum, format and path), a transfer of a foreign file no find run drew, and dense runs on T of two data
+    limits."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    src = _find_run(root, "find-u0", 0, [0.9, 0.89, 0.85])
+    _transfer_run(root, "transfer-x", "T", 0, 0.7, checksum=_checksum(src, 2), sparsity=0.75,
+                  record={"checksum": _checksum(src, 2), "format": "pytorch-prune", "path": str(tmp_path / "masks.pt")})
+    _transfer_run(root, "transfer-lone", "T", 0, 0.6, checksum="sha256:" + "0" * 64, sparsity=0.5,
+                  record={"checksum": "sha256:" + "0" * 64, "format": "pytorch-prune", "path": "/x/nni.pt"})
+    _transfer_run(root, "transfer-dense-T", "T", 0, 0.8)
+    _transfer_run(root, "transfer-dense-T-300", "T", 0, 0.2, data={"limit": 300})
+    return root
+
+
+def test_a_ticket_exported_to_another_format_keeps_its_source(tmp_path, capsys):
+    """`tickets transfer --ticket masks.pt` (exported with `tickets export --to torch-prune`) records no source
+    task: the report crashed sorting None with task names. The find run that drew the mask gives source, method
+    and level; a file no find run drew is called by its name, its method "ticket"."""
+    from tickets.study.report.collect import collect
+
+    root = _exported_ticket_runs(tmp_path)
+    moved = {r["run"]: r for r in collect(root)["rows"] if r["kind"] == "transfer"}
+    assert (moved["transfer-x"]["source"], moved["transfer-x"]["method"], moved["transfer-x"]["level"]) == ("S", "imp", 2)
+    assert (moved["transfer-lone"]["source"], moved["transfer-lone"]["method"]) == ("nni.pt", "ticket")
+    assert main(["report", str(root), "--to", str(tmp_path / "rep")]) == 0
+    tickets = {r["ticket"] for r in csv.DictReader(open(tmp_path / "rep" / "curves.csv"))}
+    assert {"imp from S", "ticket from nni.pt"} <= tickets
+
+
+def test_double_win_names_exported_tickets_and_keeps_setups_apart(tmp_path):
+    """The same cause in `tickets double-win`: "None None standard" became "S imp standard"; and a dense run with
+    another data limit is no baseline for the ticket (runs of different setups are never pooled)."""
+    from tickets.study.robust import collect_transfers, double_win, double_win_report
+
+    root = _exported_ticket_runs(tmp_path)
+    rows = {r["ticket"]: r for r in double_win(collect_transfers(root))}
+    assert set(rows) == {"S imp standard [limit 50]", "nni.pt ticket standard [limit 50]"}
+    assert rows["S imp standard [limit 50]"]["level"] == 2
+    assert rows["S imp standard [limit 50]"]["dense_sa_standard"] == (0.8, 0.0, 1)
+    assert "None" not in double_win_report(root)
+
+
+def test_kinds_sort_with_missing_fields(tmp_path):
+    """Every sort of ticket kinds takes a missing source or method (rows and tickets read by other tools)."""
+    from tickets.study.report import figures
+    from tickets.study.report.labels import ticket_label
+
+    rows = ROWS + [_row("transfer", "A", 0, 0.9, source=None, method="imp", level=1, sparsity=0.5)]
+    files, _, records = figures.curve_figures({"rows": rows}, tmp_path)
+    assert files and "imp from an unknown task" in {r["ticket"] for r in records}
+    tickets = [{"model": "m", "source": s, "method": m, "level": 1} for s, m in (("A", "imp"), (None, "omp"),
+                                                                               ("B", None))]
+    (_, _, _, kinds), = figures._tickets_by_model({"tickets": tickets})
+    assert kinds == [("A", "imp"), ("B", None), (None, "omp")]
+    assert ticket_label(None, "A", None) == "ticket from an unknown task"

@@ -29,7 +29,11 @@ import yaml
 
 from tickets.errors import TicketsError
 from tickets.fileio import atomic_write, atomic_write_text, flatten, read_json, write_rows
+from tickets.runs import TICKET_FILE
 from tickets.study.matching import Stat, at_least_dense, is_matching
+from tickets.study.report.collect import ticket_header, ticket_name
+from tickets.study.report.labels import with_setting
+from tickets.study.report.settings import run_setting, setting_labels
 
 RULES = ("std", "mean")
 REGIMES = ("standard", "adversarial")
@@ -59,11 +63,54 @@ def _ticket_adversarial(ticket: dict) -> dict | None:
     return None
 
 
+def _drawn_by(root: Path) -> dict[str, dict]:
+    """Mask checksum → the metadata (source_task, method, level, seed, adversarial, …) of the tickets of every find
+    run under ``root``: who drew a ticket whose transfer recorded no source (an exported file)."""
+    out: dict[str, dict] = {}
+    for path in sorted(root.rglob(f"find-*/level-*/{TICKET_FILE}")):
+        header = ticket_header(path)
+        if header.get("checksum"):
+            out.setdefault(header["checksum"], header)
+    return out
+
+
+def _known_ticket(t: dict, checksum: str | None, drawn_by: dict[str, dict]) -> dict:
+    """A transfer's ticket record completed from the find run that drew the ticket (``_drawn_by``): a ticket
+    exported to another tool's format (``tickets export --to torch-prune``) records no source task, method or
+    level. Without such a find run: source "external" (or the file's name) and method "ticket"."""
+    known = drawn_by.get(checksum or "", {})
+    out = dict(t)
+    for key in ("source_task", "method", "level", "seed", "adversarial"):
+        if out.get(key) is None and key in known:
+            out[key] = known[key]
+    out["source_task"] = out.get("source_task") or ticket_name(t)
+    out["method"] = out.get("method") or "ticket"
+    return out
+
+
+def transfer_setup(config: dict) -> dict[str, Any]:
+    """What must agree for transfer runs to be pooled over seeds and compared with a dense baseline in
+    ``double_win``: the config's setting (``report.settings.run_setting``: training, data, head, weights, …, not the
+    seed, task or ticket), without how adversarial training is set (that is the regime)."""
+    return {k: v for k, v in run_setting(config, train_size=True).items() if not k.startswith("train.adversarial")}
+
+
+def _with_setups(records: Sequence[dict]) -> list[dict]:
+    """The records, each with ``setup``: what sets its ``transfer_setup`` apart from the other records' on its model
+    and task ("limit 200"; "" when they all agree, ``report.settings.setting_labels``)."""
+    by_task: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for r in records:
+        by_task[(r["model"], r["task"])][r["path"]] = transfer_setup(r["config"])
+    setups = {path: text for group in by_task.values() for path, text in setting_labels(group).items()}
+    return [{**r, "setup": setups[r["path"]]} for r in records]
+
+
 def collect_transfers(root: str | Path) -> list[dict]:
     """One record per finished transfer run under ``root`` (searched recursively).
 
     Keys: ``path, model, task, seed, regime ("standard" | "adversarial"), train_adv (label), sparsity, level,
-    ticket (None for dense, else {checksum, source_task, method, level, drawn: label}), group (what seeds are
+    ticket (None for dense, else {checksum, source_task, method, level, drawn: label}; completed from the find
+    run under ``root`` that drew it when the transfer recorded none, see ``_known_ticket``), group (what seeds are
     pooled over: "dense" or "<source_task> <method> <drawn>"), sa, ra (None without --robust-eval), robust
     (the attack settings), config``.
     """
@@ -71,6 +118,7 @@ def collect_transfers(root: str | Path) -> list[dict]:
     if not root.is_dir():
         raise TicketsError(f"{root} is not a directory: pass the --out directory of your transfer runs")
     records = []
+    drawn_by: dict[str, dict] | None = None  # read only when a transfer needs it
     for done in sorted(root.rglob("transfer-*/level-00/DONE")):
         run = done.parent.parent
         try:
@@ -82,6 +130,9 @@ def collect_transfers(root: str | Path) -> list[dict]:
         t = m.get("ticket")
         ticket = None
         if t is not None:
+            if not (t.get("source_task") and t.get("method")):
+                drawn_by = _drawn_by(root) if drawn_by is None else drawn_by
+                t = _known_ticket(t, (config.get("ticket") or {}).get("checksum") or t.get("checksum"), drawn_by)
             drawn = adversarial_label(_ticket_adversarial(t))
             ticket = {"checksum": t.get("checksum"), "source_task": t.get("source_task"), "method": t.get("method"),
                       "level": t.get("level"), "seed": t.get("seed"), "drawn": drawn}
@@ -142,20 +193,24 @@ def _groupby(records: Iterable[dict], *keys: str) -> dict[tuple, list[dict]]:
 
 
 def double_win(records: Sequence[dict], rule: str = "std") -> list[dict]:
-    """One row per (model, task, ticket group, level): SA/RA mean ± std under both regimes, the dense figures,
-    four matching verdicts and ``double_win`` (True / False / None when evidence is missing, see ``missing``)."""
+    """One row per (model, task, ticket group, level, setup): SA/RA mean ± std under both regimes, the dense
+    figures of the same setup, four matching verdicts and ``double_win`` (True / False / None when evidence is
+    missing, see ``missing``). Runs of different setups (``transfer_setup``) are never pooled: a ticket row's
+    ``ticket`` names its setup in brackets when its model and task have several among ``records`` ("cifar10 imp
+    standard [limit 200]")."""
     if rule not in RULES:
         raise TicketsError(f"matching rule must be one of {', '.join(RULES)}, got {rule!r}")
-    dense = _groupby([r for r in records if r["ticket"] is None], "model", "task", "regime")
+    records = _with_setups(records)
+    dense = _groupby([r for r in records if r["ticket"] is None], "model", "task", "regime", "setup")
     rows = []
-    tickets = _groupby([r for r in records if r["ticket"] is not None], "model", "task", "group", "level")
-    for (model, task, group, level), runs in sorted(tickets.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        row: dict[str, Any] = {"model": model, "task": task, "ticket": group, "level": level,
-                               "sparsity": statistics.fmean(r["sparsity"] for r in runs)}
+    tickets = _groupby([r for r in records if r["ticket"] is not None], "model", "task", "group", "level", "setup")
+    for (model, task, group, level, setup), runs in sorted(tickets.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        row: dict[str, Any] = {"model": model, "task": task, "ticket": with_setting(group, setup),
+                               "level": level, "sparsity": statistics.fmean(r["sparsity"] for r in runs)}
         verdicts, missing = [], []
         for regime in REGIMES:
             mine = [r for r in runs if r["regime"] == regime]
-            base = dense.get((model, task, regime), [])
+            base = dense.get((model, task, regime, setup), [])
             for score in ("sa", "ra"):
                 t_vals = [r[score] for r in mine if r[score] is not None]
                 d_vals = [r[score] for r in base if r[score] is not None]

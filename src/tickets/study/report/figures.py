@@ -25,7 +25,7 @@ from tickets.study.matching import (
     ticket_curves,
     transfer_matrices,
 )
-from tickets.study.report.labels import score_scale, score_unit, slug, ticket_label
+from tickets.study.report.labels import kind_order, score_scale, score_unit, slug, ticket_label, with_setting
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 _COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -134,7 +134,7 @@ def curve_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict
         records.append({"model": model, "target": target, "fraction": fraction, "ticket": "dense", "source": None,
                         "method": None, "level": 0, "sparsity": 0.0, "mean": d.mean, "std": d.std, "n": d.n,
                         "seeds": d.seeds, "matching": None, "at_least_dense": None})
-    kinds = sorted({(k[3], k[4]) for k in curves}, key=lambda sm: (sm[1] != "imp", sm[1], sm[0]))
+    kinds = sorted({(k[3], k[4]) for k in curves}, key=lambda sm: kind_order(*sm))
     plt = _plt()
     for (model, fraction), targets in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
         targets = sorted(targets, key=lambda t: (not any(k[3] == t and k[0] == model and k[2] == fraction and
@@ -204,7 +204,7 @@ def matrix_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dic
             continue
         targets = sorted({t for m in levels for t in m["targets"]})
         sources = [t for t in targets if any(t in m["sources"] for m in levels)]
-        sources += sorted({s for m in levels for s in m["sources"]} - set(sources))
+        sources += sorted({s for m in levels for s in m["sources"]} - set(sources), key=str)
         ncols = _grid_cols(len(levels))
         nrows = math.ceil(len(levels) / ncols)
         w = 0.95 * len(targets) + 1.6
@@ -289,7 +289,7 @@ def _tickets_by_model(ctx: dict) -> list[tuple[str, list[dict], list[int], list[
     for t in ctx["tickets"]:
         by_model.setdefault(t["model"], []).append(t)
     return [(model, tickets, sorted({t["level"] for t in tickets}),
-             sorted({(t["source"], t["method"]) for t in tickets}, key=lambda sm: (sm[1] != "imp", sm[1], sm[0])))
+             sorted({(t["source"], t["method"]) for t in tickets}, key=lambda sm: kind_order(*sm)))
             for model, tickets in by_model.items()]
 
 
@@ -551,6 +551,7 @@ def latency_figures(ctx: dict, out: Path, latency: dict | None) -> tuple[list[st
     dense = dense_baselines(rows)
     curves = ticket_curves(rows)
     parts = kind_parts(rows)
+    settings_of = {r["method"]: r.get("setting") for r in rows if r["kind"] in ("find", "transfer")}
     settings = {"eager_b64_t1": ("eager", 64, 1), "onnxruntime_b64_t1": ("onnxruntime", 64, 1),
                 "eager_b1_t1": ("eager", 1, 1), "onnxruntime_b1_t1": ("onnxruntime", 1, 1)}
     files, md, records = [], [], []
@@ -596,7 +597,8 @@ def latency_figures(ctx: dict, out: Path, latency: dict | None) -> tuple[list[st
                     drawn = True
                     ax.errorbar(xs, ys, yerr=es, color=colours[pattern], ls="--" if robust else "-",
                                 marker="s" if robust else "o", mfc="white" if robust else colours[pattern], ms=5,
-                                capsize=2, lw=1.2, label=f"{pattern_name(pattern)} {'robust' if robust else 'standard'}")
+                                capsize=2, lw=1.2, label=with_setting(
+                                    f"{pattern_name(pattern)} {'robust' if robust else 'standard'}", settings_of[label]))
             d = dense.get((model, target, fraction))
             s = score_scale(metric or "accuracy")
             if d is not None:

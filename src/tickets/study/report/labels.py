@@ -54,6 +54,18 @@ def kind_label(method: str, pattern: str | None = None, robust: bool | None = Fa
     return " ".join(parts)
 
 
+def with_setting(label: str, setting: str | None) -> str:
+    """A ticket kind's label with what sets its runs apart from others of the kind, in brackets: "imp [rewind
+    step:5, limit 300]"; the bare label without one (``collect`` leaves it "" in a study of one setting)."""
+    return f"{label} [{setting}]" if setting else label
+
+
+def kind_order(source: str | None, method: str | None) -> tuple:
+    """Sort key of a ticket kind (source task, method label): IMP first, then by method and source; a missing
+    field sorts as ""."""
+    return (method != "imp", method or "", source or "")
+
+
 def pattern_name(pattern: str | None) -> str:
     """How a pattern is written in prose: "unstructured", "channel", "2:4" (for nm:2:4)."""
     if not pattern:
@@ -61,9 +73,11 @@ def pattern_name(pattern: str | None) -> str:
     return pattern[3:] if pattern.startswith("nm:") else pattern
 
 
-def ticket_label(source: str, target: str, method: str) -> str:
-    """"imp (own task)" for a ticket drawn on the target, else "imp from <source>"."""
-    return f"{method} (own task)" if source == target else f"{method} from {source}"
+def ticket_label(source: str | None, target: str, method: str | None) -> str:
+    """"imp (own task)" for a ticket drawn on the target, else "imp from <source>" ("ticket from an unknown
+    task" when the fields are missing)."""
+    method = method or "ticket"
+    return f"{method} (own task)" if source == target else f"{method} from {source or 'an unknown task'}"
 
 
 def slug(*parts: Any) -> str:

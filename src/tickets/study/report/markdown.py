@@ -42,6 +42,7 @@ from tickets.study.report.labels import (
     format_fraction,
     format_pct,
     format_pm,
+    kind_order,
     pattern_name,
     score_scale,
     ticket_label,
@@ -112,6 +113,7 @@ def _setup_lines(ctx: dict) -> list[str]:
                      f"weight decay {wd:g}; {'a seeded subset of ' + str(ts) if ts else 'all'} training examples "
                      f"per run ({val} of it carved off for model selection){', augmented' if aug else ''}; "
                      f"scores on {'the first ' + str(limit) if limit else 'all'} test examples.")
+    lines += _setting_lines(ctx)
     lines.append("- **Fine-tuning**: every ticket is θ0 (the pre-trained weights) under its mask, with a fresh "
                  "head for the task, fine-tuned with the mask held fixed; the dense baseline is θ0 fine-tuned "
                  "the same way without a mask.")
@@ -154,6 +156,24 @@ def _setup_lines(ctx: dict) -> list[str]:
                      f"{train_seconds / 3600:.2f} h wall.")
     else:
         lines.append(f"- **Compute**: fine-tuning in the runs read took {train_seconds / 3600:.2f} h wall.")
+    return lines
+
+
+def _setting_lines(ctx: dict) -> list[str]:
+    """Setup bullets when runs differ in more than the seed: which settings the curves are split by (their labels
+    name them in brackets), and the dense baselines that mix several settings."""
+    lines = []
+    settings = sorted({r["setting"] for r in ctx["rows"] if r.get("setting")})
+    if settings:
+        lines.append("- **Settings**: some runs differ in more than the seed, so their tickets are kept apart: each "
+                     "such ticket kind is labelled with what sets it apart, in brackets — "
+                     f"{'; '.join(f'[{s}]' for s in settings)}.")
+    for d in ctx.get("mixed_dense", []):
+        data = "" if d["fraction"] == 1.0 else f" ({d['fraction']:g} of the training data)"
+        what = "adversarially fine-tuned dense" if d["kind"] == "dense-adversarial" else "dense"
+        lines.append(f"- **Mixed dense baseline**: the {what} runs of {d['model']} on {d['target']}{data} differ in "
+                     f"more than the seed ({'; '.join(d['settings'])}), so its baseline mixes settings: report each "
+                     "setting's runs from a folder of their own to compare them with a baseline of their setting.")
     return lines
 
 
@@ -201,14 +221,15 @@ def _findings(ctx: dict, table: list[dict], vs_own: list[dict], overlap: list[di
                      f"than {v['target']}'s own {v['method']} tickets on average ({v['mean_diff'] * scale:+.1f} "
                      f"points), better at {v['wins']} of {len(v['levels'])} sparsities.")
     groups: dict[str, list[dict]] = {}
+    kinds = {f"{t['method']} on {t['source']}": (t["method"], t["source"]) for t in ctx["tickets"]}
     for r in overlap:
         if r["pairs"] != "same seed":
             continue
-        (ma, sa), (mb, sb) = r["a"].split(" on ", 1), r["b"].split(" on ", 1)
+        (ma, sa), (mb, sb) = kinds[r["a"]], kinds[r["b"]]
         if ma == mb and sa != sb:
             groups.setdefault(f"{ma} tickets drawn on different tasks", []).append(r)
         elif sa == sb and ma != mb:
-            pair = " and ".join(sorted((ma, mb), key=lambda m: (m != "imp", m)))
+            pair = " and ".join(sorted((ma, mb), key=lambda m: kind_order(None, m)))
             groups.setdefault(f"{pair} tickets drawn on the same task", []).append(r)
     for what, recs in groups.items():
         lo, hi = min(r["iou"] for r in recs), max(r["iou"] for r in recs)
@@ -483,7 +504,11 @@ def write_report(directory: str | Path, *, to: str | Path | None = None, latency
               "Data behind every figure and table (CSV and JSON): " + ", ".join(f"`{f}`" for f in data_files) + ".",
               f"Run directories: {len(ctx['configs'])} "
               f"({'listed in jobs.json' if (Path(directory) / 'jobs.json').exists() else 'in ' + str(directory)}); "
-              "scores are `test` in each level's `metrics.json`.", ""]
+              "scores are `test` in each level's `metrics.json`."]
+    if ctx["repeats"]:
+        lines.append("Repeated runs (the same config and seed as a run read here) are read once: "
+                     + ", ".join(f"{a} (read: {b})" for a, b in sorted(ctx["repeats"].items())) + ".")
+    lines.append("")
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
     for png in curve_png + matrix_png + layer_png + overlap_png + pattern_png:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tickets.study.matching import higher_is_better
+from tickets.study.report.labels import with_setting
 
 LATENCY_FILE = "compaction.json"
 LATENCY_ENV = "TICKETS_LATENCY_JSON"
@@ -41,12 +42,14 @@ def has_kinds(rows: list[dict]) -> bool:
 
 
 def kind_parts(rows: list[dict]) -> dict[str, tuple[str, str, bool]]:
-    """Kind label (a row's ``method``) → (base method, pattern, robust)."""
+    """Kind label (a row's ``method``) → (method, pattern, robust): the method is the base method with the row's
+    setting, if any (``labels.with_setting``: "imp [rewind step:5]"), so that kinds of different settings stay
+    apart."""
     out = {}
     for r in rows:
         if r["kind"] in ("find", "transfer") and r.get("method"):
-            out[r["method"]] = (r.get("base_method") or r["method"], r.get("pattern") or "unstructured",
-                                bool(r.get("robust")))
+            out[r["method"]] = (with_setting(r.get("base_method") or r["method"], r.get("setting")),
+                                r.get("pattern") or "unstructured", bool(r.get("robust")))
     return out
 
 
@@ -86,8 +89,9 @@ def robust_vs_standard(rows: list[dict]) -> list[dict]:
     for r in rows:
         if r["kind"] not in ("find", "transfer") or not r["level"] or "adv-ft" in str(r.get("method")):
             continue
-        key = (r["model"], r.get("pattern") or "unstructured", r.get("base_method") or r["method"], r["source"],
-               r["target"], r["fraction"])
+        key = (r["model"], r.get("pattern") or "unstructured",
+               with_setting(r.get("base_method") or r["method"], r.get("setting")), r["source"], r["target"],
+               r["fraction"])
         by_level = groups.setdefault(key, {}).setdefault(bool(r.get("robust")), {}).setdefault(r["level"], {})
         if r["seed"] not in by_level or r["kind"] == "transfer":  # as ticket_curves: the transfer row wins
             by_level[r["seed"]] = r
