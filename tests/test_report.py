@@ -513,6 +513,41 @@ def test_overlap_pairs_tickets_by_sparsity_not_by_level_number(tmp_path, monkeyp
     assert cross[0.5]["level"] == 1
 
 
+
+def test_methods_and_layer_panels_meet_at_equal_sparsity_not_level_number(tmp_path, monkeypatch):
+    """IMP's BERT schedule reaches 30 / 50 / 70% at levels 3 / 5 / 7; OMP with explicit levels numbers them 1 / 2 / 3.
+    The text study's report compared "methods at 30%" with OMP's and random's 70% scores (level 3 of each) and drew
+    IMP's 30% and OMP's 70% tickets in one per-layer panel."""
+    import torch
+
+    from tickets.masks import Mask
+    from tickets.study.report import figures
+    from tickets.study.report.markdown import _findings
+
+    imp = {lv: 0.80 - 0.01 * lv for lv in range(1, 8)}  # level lv = lv * 10%
+    omp = {1: 0.81, 2: 0.79, 3: 0.70}  # 30 / 50 / 70%
+    rows = list(DENSE)
+    for seed in (0, 1, 2):
+        rows += [_row("find", "A", seed, v, source="A", method="imp", level=lv, sparsity=lv / 10)
+                 for lv, v in imp.items()]
+        rows += [_row("find", "A", seed, v, source="A", method="omp", level=lv, sparsity=0.1 + 0.2 * lv)
+                 for lv, v in omp.items()]
+    lines = _findings({"rows": rows, "tickets": []}, highest_matching_table(rows), [], [])
+    (methods,) = [line for line in lines if line.startswith("- Methods on")]
+    assert "best at 3 sparsities" in methods and "at 70.0%: imp 73.0, omp 70.0" in methods, methods
+
+    masks = {f"imp{lv}": Mask({"w": torch.arange(100) >= 10 * lv}) for lv in (3, 7)}
+    masks |= {f"omp{lv}": Mask({"w": torch.arange(100) < 100 - (10 + 20 * lv)}) for lv in (1, 3)}
+    tickets = [dict(path=p, model="m", source="A", method=p[:3], seed=0, level=int(p[3]),
+                    sparsity=1 - masks[p].num_kept / 100) for p in masks]
+    monkeypatch.setattr(figures, "_load_masks", lambda paths: {p: masks[p] for p in paths})
+    _, _, records = figures.layer_figures({"tickets": tickets}, tmp_path)
+    panels = {}
+    for r in records:
+        panels.setdefault(r["level"], set()).add((r["method"], round(r["sparsity"], 2)))
+    # one panel per sparsity; its level is the lowest level number in it (as in the overlap records)
+    assert panels == {1: {("imp", 0.3), ("omp", 0.3)}, 3: {("imp", 0.7), ("omp", 0.7)}}, panels
+
 # -- runs of different settings, repeated runs, tickets without a recorded source -------------------------------
 def _scores_of(curve: list[dict]) -> dict[int, list]:
     return {p["level"]: [round(p["score"].mean, 6), p["score"].n] for p in curve}

@@ -294,16 +294,23 @@ def _tickets_by_model(ctx: dict) -> list[tuple[str, list[dict], list[int], list[
 
 
 def layer_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict]]:
-    """Per-layer sparsity of the tickets (mean over seeds): one figure per model, one panel per level."""
+    """Per-layer sparsity of the tickets (mean over seeds): one figure per model, one panel per sparsity.
+
+    Tickets share a panel by sparsity (to 0.1%), not by level number, as in ``overlap_figures``: a one-shot run's
+    level 3 of explicit 30/50/70% levels is 70%, IMP's level 3 of the BERT schedule 30%. A record's ``level`` is the
+    lowest level number among the tickets of its panel."""
     files, md, records = [], [], []
     plt = _plt()
-    for model, tickets, levels, kinds in _tickets_by_model(ctx):
+    for model, tickets, _levels, kinds in _tickets_by_model(ctx):
         names: list[str] | None = None
         data: dict[tuple, dict[str, list[float]]] = {}
         sizes: dict[str, int] = {}
         overall: dict[int, list[float]] = {}
-        for level in levels:
-            at = [t for t in tickets if t["level"] == level]
+        levels = []
+        for key in sorted({round(t["sparsity"], 3) for t in tickets}):
+            at = [t for t in tickets if round(t["sparsity"], 3) == key]
+            level = min(t["level"] for t in at)
+            levels.append(level)
             masks = _load_masks([t["path"] for t in at])
             for t in at:
                 mask = masks[t["path"]]
