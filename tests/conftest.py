@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -37,3 +38,23 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(int(os.environ.get("TICKETS_TEST_THREADS", "1")))
+
+
+def _edit_safetensors_header(path: Path, edit) -> Path:
+    """A copy of the safetensors file ``path`` (as ``edited-<name>`` beside it) whose header metadata was changed in
+    place by ``edit(metadata_dict)``; the tensors are untouched. For tests that forge or damage ticket headers."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    edit(header["__metadata__"])
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    out = path.with_name("edited-" + path.name)
+    out.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
+    return out
+
+
+@pytest.fixture
+def edit_header():
+    """``edit_header(path, edit) -> Path``: see ``_edit_safetensors_header``."""
+    return _edit_safetensors_header

@@ -98,21 +98,9 @@ def _ticket(tmp_path: Path) -> Path:
     return next((tmp_path / "runs").glob("find-*/level-00/ticket.safetensors"))
 
 
-def _edit_header(path: Path, edit) -> Path:
-    data = path.read_bytes()
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
-    edit(header["__metadata__"])
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    out = path.with_name("edited.safetensors")
-    out.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
-    return out
-
-
-def test_edited_metadata_fails_its_checksum(tmp_path, capsys):
+def test_edited_metadata_fails_its_checksum(tmp_path, capsys, edit_header):
     ticket = _ticket(tmp_path)
-    edited = _edit_header(ticket, lambda m: m.update({"meta.model": json.dumps("resnet32-cifar10")}))
+    edited = edit_header(ticket, lambda m: m.update({"meta.model": json.dumps("resnet32-cifar10")}))
     capsys.readouterr()
     one_line(capsys, main(["inspect", str(edited)]), "metadata checksum")
 
@@ -128,12 +116,12 @@ def _small_ticket(path: Path) -> Path:
     return path
 
 
-def test_a_deleted_metadata_checksum_is_tampering_not_a_pass(tmp_path, capsys):
+def test_a_deleted_metadata_checksum_is_tampering_not_a_pass(tmp_path, capsys, edit_header):
     """Deleting meta_checksum used to switch the metadata check off: an edited sparsity then showed as true."""
     ticket = _small_ticket(tmp_path / "t.safetensors")
-    edited = _edit_header(ticket, lambda m: (m.pop("meta_checksum"), m.update({"meta.sparsity": "0.9"})))
+    edited = edit_header(ticket, lambda m: (m.pop("meta_checksum"), m.update({"meta.sparsity": "0.9"})))
     one_line(capsys, main(["inspect", str(edited)]), "no meta_checksum", "edited or damaged", "re-copy")
-    edited = _edit_header(ticket, lambda m: m.pop("meta_checksum"))  # removing it alone is caught too
+    edited = edit_header(ticket, lambda m: m.pop("meta_checksum"))  # removing it alone is caught too
     one_line(capsys, main(["inspect", str(edited)]), "no meta_checksum")
 
 
@@ -260,7 +248,7 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path, capsys):
     (lambda m: m.update(shapes=json.dumps({"conv1.weight": ["a", 2]})), ["shape"]),
     (lambda m: m.update(shapes="[" * 100000 + "]" * 100000), ["corrupt"]),
 ])
-def test_crafted_ticket_headers(edit, words, tmp_path, capsys):
+def test_crafted_ticket_headers(edit, words, tmp_path, capsys, edit_header):
     from tickets import ticket as ticket_module
 
     ticket = _ticket(tmp_path)
@@ -269,7 +257,7 @@ def test_crafted_ticket_headers(edit, words, tmp_path, capsys):
         edit(meta)
         meta["meta_checksum"] = ticket_module._meta_checksum(meta)
 
-    edited = _edit_header(ticket, forge)
+    edited = edit_header(ticket, forge)
     capsys.readouterr()
     one_line(capsys, main(["inspect", str(edited)]), *words)
     assert ticket_module.MAX_WEIGHTS > 0
@@ -506,7 +494,8 @@ def saved_ticket(tmp_path_factory):
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(["names", "shapes", "weight_names", "format_version", "meta.level", "meta.pattern",
                             "checksum"]), value=_JSON)
-def test_any_header_value_loads_or_fails_with_one_tickets_error(saved_ticket, key, value, tmp_path_factory):
+def test_any_header_value_loads_or_fails_with_one_tickets_error(saved_ticket, key, value, tmp_path_factory,
+                                                                edit_header):
     """Property: whatever a crafted header holds (with its metadata checksum recomputed, as an attacker would), a
     ticket either loads or fails with one TicketsError line — never another exception."""
     from tickets import ticket as ticket_module
@@ -515,7 +504,7 @@ def test_any_header_value_loads_or_fails_with_one_tickets_error(saved_ticket, ke
         meta[key] = value if isinstance(value, str) else json.dumps(value)
         meta["meta_checksum"] = ticket_module._meta_checksum(meta)
 
-    path = _edit_header(saved_ticket, forge)
+    path = edit_header(saved_ticket, forge)
     try:
         load_ticket(path)
     except TicketsError as exc:

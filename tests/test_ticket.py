@@ -180,40 +180,29 @@ def test_newer_format_version_refused(tmp_path):
         load_ticket(path)
 
 
-def _edited_header(path, edit):
-    """``path`` with its header metadata changed by ``edit`` (the tensors untouched), as a new file."""
-    data = path.read_bytes()
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + n])
-    edit(header["__metadata__"])
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    out = path.with_name("edited-" + path.name)
-    out.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n :])
-    return out
 
 
 @pytest.mark.parametrize("key", ["meta_checksum", "checksum"])
-def test_a_missing_checksum_is_refused_not_skipped(tmp_path, net, key):
+def test_a_missing_checksum_is_refused_not_skipped(tmp_path, net, key, edit_header):
     """A ticket file of ours carries both checksums (format_version 1 has both): without one, an edited header
     (here meta.sparsity 0.9 on a 0.7-sparse mask) used to load as if it were intact."""
     path = tmp_path / "t.safetensors"
     save_ticket(path, Ticket(_mask(net), dict(META)))
-    edited = _edited_header(path, lambda md: (md.pop(key), md.update({"meta.sparsity": "0.9"})))
+    edited = edit_header(path, lambda md: (md.pop(key), md.update({"meta.sparsity": "0.9"})))
     with pytest.raises(TicketsError, match=f"no {key} entry") as info:
         load_ticket(edited)
     assert "\n" not in str(info.value) and "re-copy" in str(info.value)
     # the intact file, and one whose edit is caught by the checksum that is there
     assert load_ticket(path).meta["sparsity"] == 0.7
     with pytest.raises(TicketsError, match="metadata checksum"):
-        load_ticket(_edited_header(path, lambda md: md.update({"meta.sparsity": "0.9"})))
+        load_ticket(edit_header(path, lambda md: md.update({"meta.sparsity": "0.9"})))
 
 
-def test_a_ticket_without_its_format_field_is_corrupt_not_model_weights(tmp_path, net):
+def test_a_ticket_without_its_format_field_is_corrupt_not_model_weights(tmp_path, net, edit_header):
     path = tmp_path / "t.safetensors"
     save_ticket(path, Ticket(_mask(net), dict(META)))
     with pytest.raises(TicketsError, match="corrupt.*format field") as info:
-        load_ticket(_edited_header(path, lambda md: md.pop("format")))
+        load_ticket(edit_header(path, lambda md: md.pop("format")))
     assert "weights" not in str(info.value)
 
 
