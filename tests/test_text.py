@@ -870,7 +870,8 @@ def test_changed_glue_files_are_refused_and_moved_ones_reused(tiny_tok, tmp_path
     assert main([*argv, "--data-root", str(a)]) == 0
     (record,) = (tmp_path / "runs").glob("transfer-*/inputs.json")
     data = json.loads(record.read_text())["data"]
-    assert [Path(e["file"]).name for e in data] == ["train.tsv", "dev.tsv"] and all(len(e["sha256"]) == 64 for e in data)
+    assert [Path(e["file"]).name for e in data] == ["train.tsv", "dev.tsv"]
+    assert all(len(e["sha256"]) == 64 for e in data)
 
     shutil.copytree(a, tmp_path / "copy")
     (tmp_path / "link").symlink_to(a)
@@ -902,10 +903,12 @@ def test_a_record_without_data_digests_adopts_them_once():
     old = {"model": model, "data": [{"file": "train"}, {"file": "test"}]}
     new = {"model": moved, "data": [{"file": "/d/train.tsv", "sha256": "t"}, {"file": "/d/dev.tsv", "sha256": "v"}]}
     assert compare_inputs(old, new) == (None, new)
-    assert compare_inputs(new, {**new, "data": [{"file": "/e/train.tsv", "sha256": "t"}, new["data"][1]]}) == (None, None)
+    elsewhere = {**new, "data": [{"file": "/e/train.tsv", "sha256": "t"}, new["data"][1]]}
+    assert compare_inputs(new, elsewhere) == (None, None)
     what, upgrade = compare_inputs(new, {**new, "data": [{"file": "/d/train.tsv", "sha256": "x"}, new["data"][1]]})
     assert upgrade is None and what.startswith("data[0]")
-    what, _ = compare_inputs(new, {**new, "model": {**moved, "files": [{"file": "/b/model.safetensors", "sha256": "m2"}]}})
+    other_model = {**moved, "files": [{"file": "/b/model.safetensors", "sha256": "m2"}]}
+    what, _ = compare_inputs(new, {**new, "model": other_model})
     assert what and what.startswith("model")
     digits = {"model": {"id": "small-cnn"}, "data": [{"file": "sklearn.datasets.load_digits"}]}
     assert compare_inputs(digits, digits) == (None, None)
