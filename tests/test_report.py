@@ -698,6 +698,18 @@ def test_double_win_names_exported_tickets_and_keeps_setups_apart(tmp_path):
     assert "None" not in double_win_report(root)
 
 
+def test_double_win_never_pools_tickets_of_different_patterns(pattern_runs):
+    """Channel and unstructured tickets of one level and source are different tickets: `tickets double-win` pooled
+    them into one "S imp standard" row (the group named source, method and robustness only)."""
+    from tickets.study.robust import collect_transfers, double_win
+
+    rows = {(r["ticket"], r["level"]): r for r in double_win(collect_transfers(pattern_runs))}
+    assert {"S imp standard", "S imp channel standard", "S imp nm:2:4 pgd-3 eps 2"} <= {t for t, _ in rows}, rows
+    unstructured, channel = rows[("S imp standard", 1)], rows[("S imp channel standard", 1)]
+    assert unstructured["sa_standard"][0] == pytest.approx(0.79) and unstructured["sa_standard"][2] == 2
+    assert channel["sa_standard"][0] == pytest.approx(0.705) and channel["sa_standard"][2] == 2
+
+
 def test_kinds_sort_with_missing_fields(tmp_path):
     """Every sort of ticket kinds takes a missing source or method (rows and tickets read by other tools)."""
     from tickets.study.report import figures

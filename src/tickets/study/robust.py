@@ -31,7 +31,7 @@ from tickets.errors import TicketsError
 from tickets.fileio import atomic_write, atomic_write_text, flatten, read_json, write_rows
 from tickets.runs import TICKET_FILE
 from tickets.study.matching import Stat, at_least_dense, is_matching
-from tickets.study.report.collect import ticket_header, ticket_name
+from tickets.study.report.collect import DEFAULT_PATTERN, pattern_spec, ticket_header, ticket_name
 from tickets.study.report.labels import with_setting
 from tickets.study.report.settings import run_setting, setting_labels
 
@@ -64,13 +64,24 @@ def _ticket_adversarial(ticket: dict) -> dict | None:
 
 
 def _drawn_by(root: Path) -> dict[str, dict]:
-    """Mask checksum → the metadata (source_task, method, level, seed, adversarial, …) of the tickets of every find
-    run under ``root``: who drew a ticket whose transfer recorded no source (an exported file)."""
+    """Mask checksum → the metadata (source_task, method, level, seed, adversarial, pattern, …) of the tickets of
+    every find run under ``root``: who drew a ticket whose transfer recorded no source (an exported file), and its
+    pattern (from the run's config when the ticket file records none)."""
     out: dict[str, dict] = {}
+    patterns: dict[Path, Any] = {}  # find run → the pattern its config names (tickets that do not record one)
     for path in sorted(root.rglob(f"find-*/level-*/{TICKET_FILE}")):
         header = ticket_header(path)
-        if header.get("checksum"):
-            out.setdefault(header["checksum"], header)
+        if not header.get("checksum"):
+            continue
+        if header.get("pattern") is None:
+            run = path.parent.parent
+            if run not in patterns:
+                try:
+                    patterns[run] = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("pattern")
+                except (OSError, yaml.YAMLError, AttributeError):
+                    patterns[run] = None
+            header = {**header, "pattern": patterns[run]}
+        out.setdefault(header["checksum"], header)
     return out
 
 
@@ -86,6 +97,17 @@ def _known_ticket(t: dict, checksum: str | None, drawn_by: dict[str, dict]) -> d
     out["source_task"] = out.get("source_task") or ticket_name(t)
     out["method"] = out.get("method") or "ticket"
     return out
+
+
+def _ticket_pattern(t: dict, checksum: str | None, drawn_by: dict[str, dict]) -> str:
+    """The pattern spec of a transfer's ticket: it is in the ticket file, not in the transfer's record of it — read
+    from the find run under the root that drew it, else from the ticket file the record names (when it is still
+    there), else "unstructured"."""
+    meta = (drawn_by.get(checksum or "") or {}).get("pattern") or t.get("pattern")
+    path = Path(str(t.get("path") or ""))
+    if meta is None and t.get("path") and path.is_file():
+        meta = ticket_header(path).get("pattern")
+    return pattern_spec(meta)
 
 
 def transfer_setup(config: dict) -> dict[str, Any]:
@@ -109,9 +131,11 @@ def collect_transfers(root: str | Path) -> list[dict]:
     """One record per finished transfer run under ``root`` (searched recursively).
 
     Keys: ``path, model, task, seed, regime ("standard" | "adversarial"), train_adv (label), sparsity, level,
-    ticket (None for dense, else {checksum, source_task, method, level, drawn: label}; completed from the find
-    run under ``root`` that drew it when the transfer recorded none, see ``_known_ticket``), group (what seeds are
-    pooled over: "dense" or "<source_task> <method> <drawn>"), sa, ra (None without --robust-eval), robust
+    ticket (None for dense, else {checksum, source_task, method, level, seed, drawn: label, pattern: spec}; completed
+    from the find run under ``root`` that drew it when the transfer recorded none, see ``_known_ticket``; the pattern
+    comes from that run's ticket file, "unstructured" when no find run under ``root`` drew it), group (what seeds are
+    pooled over: "dense" or "<source_task> <method> [<pattern>] <drawn>", the pattern named unless unstructured —
+    channel and unstructured tickets of one level are never pooled), sa, ra (None without --robust-eval), robust
     (the attack settings), config``.
     """
     root = Path(root)
@@ -130,12 +154,14 @@ def collect_transfers(root: str | Path) -> list[dict]:
         t = m.get("ticket")
         ticket = None
         if t is not None:
+            drawn_by = _drawn_by(root) if drawn_by is None else drawn_by
+            checksum = (config.get("ticket") or {}).get("checksum") or t.get("checksum")
             if not (t.get("source_task") and t.get("method")):
-                drawn_by = _drawn_by(root) if drawn_by is None else drawn_by
-                t = _known_ticket(t, (config.get("ticket") or {}).get("checksum") or t.get("checksum"), drawn_by)
+                t = _known_ticket(t, checksum, drawn_by)
             drawn = adversarial_label(_ticket_adversarial(t))
+            pattern = _ticket_pattern(t, checksum, drawn_by)
             ticket = {"checksum": t.get("checksum"), "source_task": t.get("source_task"), "method": t.get("method"),
-                      "level": t.get("level"), "seed": t.get("seed"), "drawn": drawn}
+                      "level": t.get("level"), "seed": t.get("seed"), "drawn": drawn, "pattern": pattern}
         robust = m.get("robust")
         records.append({
             "path": str(run),
@@ -147,7 +173,9 @@ def collect_transfers(root: str | Path) -> list[dict]:
             "sparsity": float(m.get("sparsity", 0.0)),
             "level": None if ticket is None else ticket["level"],
             "ticket": ticket,
-            "group": "dense" if ticket is None else f"{ticket['source_task']} {ticket['method']} {ticket['drawn']}",
+            "group": "dense" if ticket is None else " ".join(
+                [ticket["source_task"], ticket["method"]]
+                + ([] if ticket["pattern"] == DEFAULT_PATTERN else [ticket["pattern"]]) + [ticket["drawn"]]),
             "sa": m["test"][m["primary_metric"]],
             "ra": None if not robust else robust["robust_accuracy"],
             "robust": None if not robust else {k: robust[k] for k in ("attack", "eps", "alpha", "steps", "examples")},

@@ -85,7 +85,7 @@ def ticket_header(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def _pattern_spec(meta: Any) -> str:
+def pattern_spec(meta: Any) -> str:
     """A ticket's pattern record (``Pattern.describe()`` dict, a spec string or None) as a spec: ``nm:2:4``."""
     if isinstance(meta, dict) and isinstance(meta.get("name"), str):
         return f"{meta['name']}:{meta['options']}" if meta.get("options") else meta["name"]
@@ -141,7 +141,7 @@ def _transfer_kinds(run: Path, config: dict, m: dict, sources: dict[str, list[di
             robust = _adversarial(fc) if robust is None else robust
         else:
             header = ticket_header(path)
-            pattern = _pattern_spec(header.get("pattern"))
+            pattern = pattern_spec(header.get("pattern"))
             if robust is None and "adversarial" in header:
                 robust = bool(header["adversarial"])
     return [{"method": method, "pattern": pattern or DEFAULT_PATTERN, "robust": bool(robust),
