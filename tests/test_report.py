@@ -115,6 +115,14 @@ def test_highest_matching_table_and_transfer_matrix_on_hand_rows():
     assert [round(lv["diff"], 4) for lv in vs["levels"]] == [round(0.899 - 0.91, 4), round(0.95 - 0.93, 4)]
 
 
+def test_transfer_matrix_takes_rows_without_a_source_or_method():
+    """Rows of a ticket read from another tool's file may carry no source / method: sorting them crashed."""
+    rows = ROWS + [_row("transfer", "A", s, 0.9, source=None, method=None, level=1, sparsity=0.5) for s in (0, 1)]
+    mats = transfer_matrices(rows)
+    assert any(None in m["cells"] for m in mats)
+    assert transfer_vs_own(rows) and highest_matching_table(rows)
+
+
 def test_plot_sparsity_curves_and_markdown_table_keep_working(tmp_path):
     """The demo's use: series of (sparsity, mean, std) and a dense (mean, std)."""
     png = plot_sparsity_curves({"imp": [(0.3, 0.9, 0.01), (0.51, 0.88, 0.0)], "omp": [(0.3, 0.85, 0.02)]},

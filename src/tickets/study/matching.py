@@ -158,9 +158,10 @@ def transfer_matrices(rows: list[dict]) -> list[dict]:
                 "at_least_dense": None if d is None else at_least_dense(p["score"].mean, d, higher),
             }
     out = []
-    for (model, method, fraction, level), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1],
+    # str(): a ticket read from another tool's file may have no source or method (None)
+    for (model, method, fraction, level), g in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]),
                                                                                          -kv[0][2], kv[0][3])):
-        sources = sorted(g["cells"])
+        sources = sorted(g["cells"], key=str)
         targets = sorted({t for cells in g["cells"].values() for t in cells})
         # sources that are also targets first, in target order, so the diagonal is a diagonal
         sources = [t for t in targets if t in g["cells"]] + [s for s in sources if s not in targets]
