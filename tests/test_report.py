@@ -718,6 +718,19 @@ def test_double_win_never_pools_tickets_of_different_patterns(pattern_runs):
     assert channel["sa_standard"][0] == pytest.approx(0.705) and channel["sa_standard"][2] == 2
 
 
+def test_double_win_counts_a_copied_run_once(pattern_runs):
+    import shutil
+
+    from tickets.study.robust import collect_transfers
+
+    before = collect_transfers(pattern_runs)
+    copy = pattern_runs / "elsewhere"
+    copy.mkdir()
+    shutil.copytree(pattern_runs / "transfer-unstructured-0-1-0", copy / "transfer-unstructured-0-1-0")
+    shutil.copytree(pattern_runs / "transfer-dense-T-0", copy / "transfer-copied-dense")
+    assert len(collect_transfers(pattern_runs)) == len(before)
+
+
 def test_kinds_sort_with_missing_fields(tmp_path):
     """Every sort of ticket kinds takes a missing source or method (rows and tickets read by other tools)."""
     from tickets.study.report import figures

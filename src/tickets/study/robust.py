@@ -29,7 +29,7 @@ import yaml
 
 from tickets.errors import TicketsError
 from tickets.fileio import atomic_write, atomic_write_text, flatten, read_json, write_rows
-from tickets.runs import TICKET_FILE
+from tickets.runs import TICKET_FILE, config_hash
 from tickets.study.matching import Stat, at_least_dense, is_matching
 from tickets.study.report.collect import DEFAULT_PATTERN, pattern_spec, ticket_header, ticket_name
 from tickets.study.report.labels import with_setting
@@ -136,7 +136,8 @@ def collect_transfers(root: str | Path) -> list[dict]:
     comes from that run's ticket file, "unstructured" when no find run under ``root`` drew it), group (what seeds are
     pooled over: "dense" or "<source_task> <method> [<pattern>] <drawn>", the pattern named unless unstructured —
     channel and unstructured tickets of one level are never pooled), sa, ra (None without --robust-eval), robust
-    (the attack settings), config``.
+    (the attack settings), config``. A run found twice (the same config, seed included, under another folder or
+    name) is listed once.
     """
     root = Path(root)
     if not root.is_dir():
@@ -181,7 +182,15 @@ def collect_transfers(root: str | Path) -> list[dict]:
             "robust": None if not robust else {k: robust[k] for k in ("attack", "eps", "alpha", "steps", "examples")},
             "config": config,
         })
-    return records
+    # a run copied in from another folder (the same config, seed included) is one measurement, counted once
+    seen: set[str] = set()
+    unique = []
+    for r in records:
+        key = config_hash(r["config"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    return unique
 
 
 # ----------------------------------------------------------------------------------------------------------------
