@@ -123,6 +123,34 @@ def test_transfer_matrix_takes_rows_without_a_source_or_method():
     assert transfer_vs_own(rows) and highest_matching_table(rows)
 
 
+def test_adversarially_fine_tuned_tickets_are_judged_against_the_adversarially_fine_tuned_dense_model(tmp_path):
+    """A newcomer's double-win study: "imp adv-ft from cifar10" (0.115 ± 0.035) was compared with the standard dense
+    run (0.135) — Δ −2.0, "≥ dense: no" — while the adversarially fine-tuned dense runs (0.110 ± 0.028) were left out
+    of the report; against them the row is +0.5 and at least dense. Curves without any dense run get no verdict."""
+    from tickets.study.matching import baseline_for
+    from tickets.study.report import figures
+
+    rows = [_row("dense", "T", s, v) for s, v in ((0, 0.11), (1, 0.16))]  # standard: 0.135
+    rows += [_row("dense-adversarial", "T", s, v) for s, v in ((0, 0.13), (1, 0.09))]  # 0.110
+    rows += [_row("transfer", "T", s, v, source="S", method="imp adv-ft", level=1, sparsity=0.5)
+             for s, v in ((0, 0.14), (1, 0.09))]  # 0.115
+    rows += [_row("transfer", "U", s, 0.5, source="S", method="imp", level=1, sparsity=0.5) for s in (0, 1)]
+    (adv_row,) = [r for r in highest_matching_table(rows) if r["method"] == "imp adv-ft"]
+    assert adv_row["dense"]["mean"] == pytest.approx(0.11)
+    assert adv_row["at_least_dense"]["sparsity"] == 0.5
+    (no_dense,) = [r for r in highest_matching_table(rows) if r["target"] == "U"]
+    assert no_dense["dense"] is None and no_dense["within_1sd"] is None
+    (mat,) = [m for m in transfer_matrices(rows) if m["method"] == "imp adv-ft"]
+    assert mat["cells"]["S"]["T"]["dense"] == pytest.approx(0.11) and mat["cells"]["S"]["T"]["at_least_dense"]
+    assert baseline_for("imp adv-ft", ("m", "U", 1.0), {}, {}) is None
+
+    _, _, records = figures.curve_figures({"rows": rows}, tmp_path)
+    point = next(r for r in records if r["method"] == "imp adv-ft")
+    assert point["matching"] is True and point["at_least_dense"] is True
+    assert {r["ticket"] for r in records if r["method"] is None} == {"dense", "dense adv-ft"}
+    assert next(r for r in records if r["target"] == "U" and r["method"] == "imp")["matching"] is None
+
+
 def test_plot_sparsity_curves_and_markdown_table_keep_working(tmp_path):
     """The demo's use: series of (sparsity, mean, std) and a dense (mean, std)."""
     png = plot_sparsity_curves({"imp": [(0.3, 0.9, 0.01), (0.51, 0.88, 0.0)], "omp": [(0.3, 0.85, 0.02)]},

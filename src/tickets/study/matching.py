@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from tickets.tasks.base import higher_is_better  # noqa: F401  (the metric direction, re-exported)
 
@@ -73,13 +73,29 @@ def highest_matching(points: Iterable[tuple[float, float]], dense: Stat, *, stri
 # ----------------------------------------------------------------------------------------------------------------
 # aggregation of rows
 # ----------------------------------------------------------------------------------------------------------------
-def dense_baselines(rows: list[dict]) -> dict[tuple, Stat]:
-    """(model, target, fraction) → Stat of the dense runs' scores over seeds."""
+def dense_baselines(rows: list[dict], *, adversarial: bool = False) -> dict[tuple, Stat]:
+    """(model, target, fraction) → Stat of the dense runs' scores over seeds: the standard fine-tunes (kind
+    "dense"), or with ``adversarial`` the adversarially fine-tuned ones (kind "dense-adversarial")."""
+    kind = "dense-adversarial" if adversarial else "dense"
     groups: dict[tuple, dict[int, float]] = {}
     for r in rows:
-        if r["kind"] == "dense":
+        if r["kind"] == kind:
             groups.setdefault((r["model"], r["target"], r["fraction"]), {})[r["seed"]] = r["score"]
     return {k: Stat.of(list(v.values()), list(v)) for k, v in groups.items()}
+
+
+def is_adversarial_fine_tune(method: Any) -> bool:
+    """Whether a ticket kind's label says its fine-tunes were adversarial ("imp adv-ft", ``labels.kind_label``)."""
+    return "adv-ft" in str(method or "").split()
+
+
+def baseline_for(method: Any, key: tuple, dense: dict[tuple, Stat], adversarial_dense: dict[tuple, Stat]
+                 ) -> Stat | None:
+    """The dense baseline a ticket curve ``(model, target, fraction)`` = ``key`` is judged against: the dense model
+    fine-tuned the same way — adversarially fine-tuned tickets ("adv-ft") against the adversarially fine-tuned dense
+    runs, never the standard ones (double-win, Chen et al. ICML'22, compares like with like). None when the study
+    has no such dense run (no verdict, not "not matching")."""
+    return (adversarial_dense if is_adversarial_fine_tune(method) else dense).get(key)
 
 
 def ticket_curves(rows: list[dict]) -> dict[tuple, list[dict]]:
@@ -113,10 +129,10 @@ def ticket_curves(rows: list[dict]) -> dict[tuple, list[dict]]:
 def highest_matching_table(rows: list[dict]) -> list[dict]:
     """One record per model × target × fraction × ticket kind (source, method): the highest matching sparsities
     under both criteria, and the scores there."""
-    dense = dense_baselines(rows)
+    dense, adv = dense_baselines(rows), dense_baselines(rows, adversarial=True)
     out = []
     for (model, target, fraction, source, method), pts in sorted(ticket_curves(rows).items(), key=_sort_key):
-        d = dense.get((model, target, fraction))
+        d = baseline_for(method, (model, target, fraction), dense, adv)
         metric = pts[0]["metric"]
         higher = higher_is_better(metric)
         rec = {"model": model, "target": target, "fraction": fraction, "source": source, "method": method,
@@ -140,14 +156,14 @@ def transfer_matrices(rows: list[dict]) -> list[dict]:
     """The transfer matrix per model × method × fraction × level: ``cells[source][target]`` = mean score over seeds
     of that source task's ticket fine-tuned on that target (the diagonal: tickets drawn on the target itself),
     with the target's dense baseline, the difference to it and both matching flags."""
-    dense = dense_baselines(rows)
+    dense, adv = dense_baselines(rows), dense_baselines(rows, adversarial=True)
     curves = ticket_curves(rows)
     groups: dict[tuple, dict] = {}
     for (model, target, fraction, source, method), pts in curves.items():
+        d = baseline_for(method, (model, target, fraction), dense, adv)
         for p in pts:
             g = groups.setdefault((model, method, fraction, p["level"]), {"sparsity": [], "cells": {}})
             g["sparsity"].append(p["sparsity"])
-            d = dense.get((model, target, fraction))
             higher = higher_is_better(p["metric"])
             g["cells"].setdefault(source, {})[target] = {
                 "score": p["score"].mean, "std": p["score"].std, "n": p["score"].n, "seeds": p["score"].seeds,

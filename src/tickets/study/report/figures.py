@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from tickets.fileio import atomic_write
 from tickets.study.matching import (
+    baseline_for,
     dense_baselines,
     higher_is_better,
     is_matching,
@@ -120,7 +121,7 @@ def _grid_cols(n: int) -> int:
 def curve_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict]]:
     """Score vs sparsity: one figure per model × data fraction, one panel per target task."""
     rows = ctx["rows"]
-    dense = dense_baselines(rows)
+    dense, adv_dense = dense_baselines(rows), dense_baselines(rows, adversarial=True)
     curves = ticket_curves(rows)
     records: list[dict] = []
     files: list[str] = []
@@ -130,10 +131,11 @@ def curve_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict
         groups.setdefault((model, fraction), [])
         if target not in groups[(model, fraction)]:
             groups[(model, fraction)].append(target)
-    for (model, target, fraction), d in dense.items():
-        records.append({"model": model, "target": target, "fraction": fraction, "ticket": "dense", "source": None,
-                        "method": None, "level": 0, "sparsity": 0.0, "mean": d.mean, "std": d.std, "n": d.n,
-                        "seeds": d.seeds, "matching": None, "at_least_dense": None})
+    for ticket, baselines in (("dense", dense), ("dense adv-ft", adv_dense)):
+        for (model, target, fraction), d in baselines.items():
+            records.append({"model": model, "target": target, "fraction": fraction, "ticket": ticket,
+                            "source": None, "method": None, "level": 0, "sparsity": 0.0, "mean": d.mean,
+                            "std": d.std, "n": d.n, "seeds": d.seeds, "matching": None, "at_least_dense": None})
     kinds = sorted({(k[3], k[4]) for k in curves}, key=lambda sm: kind_order(*sm))
     plt = _plt()
     for (model, fraction), targets in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
@@ -155,8 +157,9 @@ def curve_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict
                 s = score_scale(metric)
                 higher = higher_is_better(metric)
                 label = ticket_label(source, target, method)
+                b = baseline_for(method, (model, target, fraction), dense, adv_dense)  # adv-ft: its own dense
                 series[label] = [(p["sparsity"], p["score"].mean * s, p["score"].std * s,
-                                  None if d is None else is_matching(p["score"].mean, d, higher)) for p in pts]
+                                  None if b is None else is_matching(p["score"].mean, b, higher)) for p in pts]
                 own = source == target
                 styles[label] = dict(color=_COLOURS[kinds.index((source, method)) % len(_COLOURS)],
                                      ls="-" if own else "--", marker="o" if own else "s")
@@ -165,9 +168,9 @@ def curve_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict
                                     "source": source, "method": method, "level": p["level"],
                                     "sparsity": p["sparsity"], "mean": p["score"].mean, "std": p["score"].std,
                                     "n": p["score"].n, "seeds": p["score"].seeds,
-                                    "matching": None if d is None else is_matching(p["score"].mean, d, higher),
-                                    "at_least_dense": None if d is None else (
-                                        p["score"].mean >= d.mean if higher else p["score"].mean <= d.mean)})
+                                    "matching": None if b is None else is_matching(p["score"].mean, b, higher),
+                                    "at_least_dense": None if b is None else (
+                                        p["score"].mean >= b.mean if higher else p["score"].mean <= b.mean)})
             s = score_scale(metric or "accuracy")
             _draw_curves(ax, series, None if d is None else (d.mean * s, d.std * s), styles,
                          dense_label="dense θ0, fine-tuned (±1 sd)")
@@ -454,16 +457,6 @@ def _targets_in_order(rows: list[dict], model: str) -> list[str]:
     return sorted(targets, key=lambda t: (t not in sources, t))
 
 
-def _adversarial_dense(rows: list[dict]) -> dict[tuple, Any]:
-    from tickets.study.matching import Stat
-
-    groups: dict[tuple, dict[int, float]] = {}
-    for r in rows:
-        if r["kind"] == "dense-adversarial":
-            groups.setdefault((r["model"], r["target"], r["fraction"]), {})[r["seed"]] = r["score"]
-    return {k: Stat.of(list(v.values()), list(v)) for k, v in groups.items()}
-
-
 def pattern_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict]]:
     """Score vs sparsity per pattern (rows) and target task (columns), standard vs robust tickets side by side:
     one figure per model × data fraction. Records: one per curve point (kind "standard" | "robust")."""
@@ -472,7 +465,7 @@ def pattern_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[di
 
     rows = ctx["rows"]
     dense = dense_baselines(rows)
-    adv_dense = _adversarial_dense(rows)
+    adv_dense = dense_baselines(rows, adversarial=True)
     curves = ticket_curves(rows)
     parts = kind_parts(rows)
     robust_acc: dict[tuple, list[float]] = {}

@@ -23,6 +23,7 @@ from typing import Sequence
 
 from tickets.fileio import atomic_write_text, write_rows
 from tickets.study.matching import (
+    baseline_for,
     dense_baselines,
     higher_is_better,
     highest_matching_table,
@@ -185,8 +186,9 @@ def _findings(ctx: dict, table: list[dict], vs_own: list[dict], overlap: list[di
         by_task.setdefault((r["model"], r["target"], r["fraction"]), []).append(r)
     for (model, target, fraction), recs in by_task.items():
         kinds = "; ".join(f"{ticket_label(r['source'], target, r['method'])} "
-                          f"**{format_pct(r['within_1sd'] and r['within_1sd']['sparsity'])}** / "
-                          f"{format_pct(r['at_least_dense'] and r['at_least_dense']['sparsity'])}" for r in recs)
+                          + ("no dense baseline" if r["dense"] is None else
+                             f"**{format_pct(r['within_1sd'] and r['within_1sd']['sparsity'])}** / "
+                             f"{format_pct(r['at_least_dense'] and r['at_least_dense']['sparsity'])}") for r in recs)
         data = "" if fraction == 1.0 else f" ({fraction:g} of the training data)"
         lines.append(f"- Highest matching sparsity on **{target}**{data} (within 1 sd / ≥ dense mean): {kinds}; "
                      f"tested up to {format_pct(max(r['max_sparsity'] for r in recs))}.")
@@ -210,7 +212,7 @@ def _findings(ctx: dict, table: list[dict], vs_own: list[dict], overlap: list[di
         top = levels[-1]
         scores = ", ".join(f"{m} {pts[m][top]['score'].mean * sc:.1f}" for m in sorted(
             pts, key=lambda m: -sign * pts[m][top]["score"].mean))
-        d = dense.get((model, target, fraction))
+        d = dense.get((model, target, fraction))  # own tickets' methods: the standard dense model
         wins = ", ".join(f"{m} at {best.count(m)}" for m in sorted(set(best), key=lambda m: -best.count(m)))
         lines.append(f"- Methods on **{target}**: best at {len(levels)} sparsities — {wins}; at "
                      f"{format_pct(pts[own[0]['method']][top]['sparsity'])}: {scores}"
@@ -390,7 +392,7 @@ def write_report(directory: str | Path, *, to: str | Path | None = None, latency
     rows = ctx["rows"]
     table = highest_matching_table(rows)
     vs_own = transfer_vs_own(rows)
-    dense = dense_baselines(rows)
+    dense, adv_dense = dense_baselines(rows), dense_baselines(rows, adversarial=True)
 
     data_files = _data_files(out, "scores", [{k: r.get(k) for k in ("model", "kind", "source", "method", "target",
                                                                     "fraction", "level", "sparsity", "seed", "metric",
@@ -425,25 +427,27 @@ def write_report(directory: str | Path, *, to: str | Path | None = None, latency
         lines += ["## At a glance", ""] + findings + [""]
 
     lines += ["## Dense baselines", "",
-              markdown_table(["model", "task", "training data", "metric", "mean ± sd (×100)", "seeds"],
-                             [[m, t, format_fraction(f), rows_metric(rows, m, t),
+              markdown_table(["model", "task", "training data", "fine-tuning", "metric", "mean ± sd (×100)", "seeds"],
+                             [[m, t, format_fraction(f), how, rows_metric(rows, m, t),
                                format_pm(d.mean, d.std, rows_metric(rows, m, t)), ", ".join(map(str, d.seeds))]
-                              for (m, t, f), d in sorted(dense.items())]), ""]
+                              for how, baselines in (("standard", dense), ("adversarial", adv_dense))
+                              for (m, t, f), d in sorted(baselines.items())]), ""]
 
     lines += ["## Score vs sparsity", "",
               "Each panel is one task: the dense model (dashed line, grey band ±1 sd), tickets drawn on that task "
               "(solid) and tickets drawn on another task and transferred (dashed). Error bars: ±1 sd over seeds. "
               "Hollow markers are *not* matching.", ""] + curve_md + [""]
     tab = []
+    verdict = {True: "yes", False: "no", None: "— (no dense baseline)"}
     for r in curve_rec:
-        if r["ticket"] == "dense":
+        if r["source"] is None and r["method"] is None:  # the dense rows ("dense", "dense adv-ft")
             continue
-        d = dense.get((r["model"], r["target"], r["fraction"]))
+        d = baseline_for(r["method"], (r["model"], r["target"], r["fraction"]), dense, adv_dense)
         metric = rows_metric(rows, r["model"], r["target"])
         tab.append([r["target"], format_fraction(r["fraction"]), r["ticket"], format_pct(r["sparsity"]),
                     format_pm(r["mean"], r["std"], metric, r["n"]),
                     "" if d is None else f"{(r['mean'] - d.mean) * score_scale(metric):+.1f}",
-                    "yes" if r["matching"] else "no", "yes" if r["at_least_dense"] else "no"])
+                    verdict[r["matching"]], verdict[r["at_least_dense"]]])
     lines += ["<details><summary>every point (table)</summary>", "",
               markdown_table(["task", "data", "ticket", "sparsity", "score mean ± sd", "Δ vs dense", "matching",
                               "≥ dense"], tab), "", "</details>", ""]
