@@ -202,3 +202,12 @@ def test_find_warns_when_channel_pruning_empties_a_layer(shared_data, shared_mod
     assert bool(logged) == warned, messages
     if warned:
         assert "layer1.0.conv1.weight keeps 1 of 16" in logged[0] and logged[0] in err
+
+
+def test_shortfall_warning_when_a_pattern_cannot_reach_the_sparsity():
+    from tickets.diagnostics import shortfall_warning
+
+    line = shortfall_warning(0.9, 0.3056, "head")
+    assert line and "asked for 90.00%" in line and "head pattern reached 30.56%" in line and "head+neuron" in line
+    assert shortfall_warning(0.2, 0.19, "channel") is None  # group granularity: close enough
+    assert shortfall_warning(0.5, 0.47, "channel") is None and shortfall_warning(0.5, 0.44, "channel")

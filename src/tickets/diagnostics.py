@@ -9,6 +9,7 @@ The callers (``find``, ``inspect``, ``report``, the run log) print or record the
   fine-tune stalls at chance.
 - :func:`unit_warnings`: a structured (channel / head / neuron) ticket that leaves a layer with (almost) none of
   its units, where one global ranking compared units across layers.
+- :func:`shortfall_warning`: a ticket much less sparse than asked (the pattern's units cannot reach it).
 - :func:`degenerate_predictions`: an evaluation whose predictions (almost) all fall in one class, so its accuracy
   is a class frequency (SST-2 dev: 444/872 = 0.5092 for a model that always says "positive"), not a transfer score.
 """
@@ -130,6 +131,21 @@ def unit_warnings(report: Mapping[str, Any], *, collapse: float = COLLAPSE_FACTO
     more = f" and {len(low) - 3} more layers" if len(low) > 3 else ""
     return [f"{shown} {unit}{more}, while the ticket keeps {_pct(share)} of its {unit}: one ranking across layers "
             f"emptied them; prune layer-wise (--scope layerwise) or leave those layers out of the prunable set"]
+
+
+def shortfall_warning(target: float, reached: float, pattern: str) -> str | None:
+    """One line when a ticket is much less sparse than asked: more than 2 points and 10% of the target short.
+
+    ``target`` / ``reached``: sparsity of the prunable set asked for and drawn (0–1); ``pattern``: the pattern's
+    spec. Structured patterns can reach only the share of the prunable set their units cover — heads alone cover
+    the attention projections, about a third of BERT's ``bert`` preset (a user asked ``--pattern head`` for 90%
+    and got 30.6% without a word). None when the ticket is close enough."""
+    short = target - reached
+    if short <= max(0.02, 0.1 * target):
+        return None
+    return (f"asked for {_pct(target)} of the prunable set, the {pattern} pattern reached {_pct(reached)}: its units "
+            "cover only part of the prunable set or are kept at a minimum per layer; choose a pattern that covers "
+            "more (e.g. head+neuron for transformers), a smaller prunable set, or a lower sparsity")
 
 
 def degenerate_predictions(

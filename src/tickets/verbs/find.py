@@ -185,7 +185,7 @@ def _draw_levels(ctx: DrawContext, method: Method, levels: list[float], train, d
     if ctx.rewind.kind == "step" and ctx.rewind.step >= steps:
         raise TicketsError(f"rewind point step:{ctx.rewind.step} is beyond the {counted(steps, 'optimizer step')} of "
                            "a fine-tune: choose a smaller K or train longer")
-    from tickets.diagnostics import sparsity_warnings, unit_warnings
+    from tickets.diagnostics import shortfall_warning, sparsity_warnings, unit_warnings
 
     # θ0's scales, once per run, when one ranking compares tensors (global scope; not layer-wise, not N:M)
     scales = ctx.theta0_scores() if ctx.pattern.ranks_across_tensors(cfg.scope) else None
@@ -217,7 +217,9 @@ def _draw_levels(ctx: DrawContext, method: Method, levels: list[float], train, d
             run.unmark_done(0)
             level = 0
             continue
-        warnings = sparsity_warnings(mask) + unit_warnings(ctx.pattern.group_report(mask)) if sparsity > 0 else []
+        warnings = [] if sparsity <= 0 else [
+            *sparsity_warnings(mask), *unit_warnings(ctx.pattern.group_report(mask)),
+            *filter(None, [shortfall_warning(sparsity, mask.sparsity, ctx.pattern.spec())])]
         for warning in warnings:
             logger.warning("level %d: %s", level, warning)
             run.log("warning", level=level, message=warning)
