@@ -182,6 +182,9 @@ BAD = [
      "    levels: [1, 9]\n", 7, "level 9 is beyond"),
     ("models: [small-cnn]\nschedule: {rate: 1.5}\nfind:\n  - tasks: [digits]\n", 2, "must be in (0, 1)"),
     ("models: [small-cnn]\nfind:\n  - tasks: [digits\n", 4, "not valid YAML"),
+    # a pattern or prunable set the model cannot take: found before the dense baselines train (it failed the job)
+    ("models: [small-cnn]\nfind:\n  - tasks: [digits]\n    pattern: head\n", 4, "pattern 'head' finds no BERT"),
+    ("models: [small-cnn]\nprunable: bert\nfind:\n  - tasks: [digits]\n", 2, "preset 'bert' found no transformer"),
 ]
 
 

@@ -97,6 +97,8 @@ class Expander:
         self.model_root = model_root
         self._presets: dict[str, str] = {}
         self._sizes: dict[tuple, int] = {}
+        self._skeletons: dict[str, Any] = {}
+        self._structures: set[tuple] = set()
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def preset(self, model: str) -> str:
@@ -109,6 +111,33 @@ class Expander:
                 preset = load_model(model, model_root=self.model_root, pretrained=False).prunable_preset
             self._presets[model] = preset
         return self._presets[model]
+
+    def check_structure(self, job: Job) -> None:
+        """A find job's prunable set and pattern must fit its model: checked now on the model built without weights
+        (once per model × prunable set × pattern), so a mistake is one line at the block's line before anything
+        runs, not a failed job after the dense baselines trained (``pattern: head`` on a CNN, ``prunable: bert``
+        on a CNN)."""
+        from tickets.masks import PrunableSet
+        from tickets.models import load_model
+        from tickets.patterns import get_pattern
+
+        cfg = job.config
+        key = (cfg.model, cfg.prunable, cfg.pattern)
+        if key in self._structures:
+            return
+        self._structures.add(key)
+        if cfg.model not in self._skeletons:
+            self._skeletons[cfg.model] = load_model(cfg.model, model_root=self.model_root, pretrained=False)
+        spec = self._skeletons[cfg.model]
+        try:
+            names = PrunableSet.parse(cfg.prunable or spec.prunable_preset).resolve(spec.module)
+            heads = tuple(h + "." for h in spec.head)
+            get_pattern(cfg.pattern).setup(spec.module, [n for n in names if not n.startswith(heads)], spec)
+        except TicketsError as exc:
+            doc = self.exp.located
+            where = next((w for w in (job.path + ("pattern",), job.path + ("prunable",), ("pattern",),
+                                      ("prunable",)) if w in doc.lines), job.path)
+            raise doc.error(where, f"{cfg.model}: {exc}") from None
 
     def train_split_size(self, model: str, task: str, data: DataConfig, seed: int) -> int:
         """Examples in the task's training split before any subset (needed for fractions without train_size)."""
@@ -163,6 +192,7 @@ class Expander:
 
         def add_find(job: Job) -> Job:
             if job.key not in finds:
+                self.check_structure(job)
                 finds[job.key] = job
                 by_source.setdefault((job.model, job.task, job.method, job.seed), []).append(job)
             return finds[job.key]
