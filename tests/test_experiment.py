@@ -243,3 +243,32 @@ def test_dry_run_refreshes_a_stale_jobs_index_for_the_report(tiny_study, tmp_pat
     fresh = json.loads(index.read_text())
     transfers = [j for j in fresh["jobs"] if j["kind"] == "transfer"]
     assert transfers and all(j["run"] and j["status"] == "done" for j in transfers)
+
+
+def test_job_labels_tell_adversarial_and_pattern_jobs_apart(tmp_path):
+    """A newcomer's double-win study printed "dense resnet20-cifar10 mnist seed 0" twice (standard and adversarial
+    fine-tuning) in --dry-run and progress lines; every job's label is now its own."""
+    from tickets.study.plan import plan
+    from tickets.study.spec import load_experiment
+
+    adv = "{adversarial: {attack: pgd, eps: 2, alpha: 1, steps: 1}}"
+    path = _write(tmp_path, f"""\
+models: [small-cnn]
+seeds: [0]
+schedule: {{kind: explicit, sparsities: [0.5]}}
+find:
+  - tasks: [digits-5-9]
+  - tasks: [digits-5-9]
+    pattern: channel
+    seeds: [7]
+    train: {adv}
+transfer:
+  - {{from: digits-5-9, to: digits-0-4}}
+  - {{from: digits-5-9, to: digits-0-4, train: {adv}}}
+""")
+    _, jobs = plan(load_experiment(path), tmp_path / "runs")
+    labels = [j.label() for j in jobs]
+    assert len(set(labels)) == len(labels), labels
+    assert "dense small-cnn digits-0-4 seed 0 adv-ft" in labels and "dense small-cnn digits-0-4 seed 0" in labels
+    assert "find omp channel robust small-cnn digits-5-9 seed 7" in labels or \
+        "find imp channel robust small-cnn digits-5-9 seed 7" in labels

@@ -47,9 +47,16 @@ class Job:
         return config_hash({"kind": self.kind, "config": cfg})
 
     def label(self) -> str:
+        """One line naming the job for progress lines and ``progress.jsonl``; jobs that differ only in adversarial
+        training or the pattern read differently ("dense … adv-ft", "find imp channel robust …")."""
         frac = f" {self.fraction:g} data" if self.fraction != 1.0 else ""
+        adversarial = getattr(getattr(self.config, "train", None), "adversarial", None) is not None
         if self.kind == "find":
-            return f"find {self.method} {self.model} {self.task} seed {self.seed}"
+            pattern = getattr(self.config, "pattern", None)
+            kind = " ".join([self.method or ""] + ([pattern] if pattern and pattern != "unstructured" else [])
+                            + (["robust"] if adversarial else []))
+            return f"find {kind} {self.model} {self.task} seed {self.seed}"
+        frac += " adv-ft" if adversarial else ""
         if self.kind == "dense":
             return f"dense {self.model} {self.task} seed {self.seed}{frac}"
         drawn = self.source_job.seed if self.source_job is not None else self.seed
