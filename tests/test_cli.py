@@ -134,3 +134,82 @@ def test_demo_takes_threads_like_every_command(capsys):
     assert build_parser().parse_args(["demo", "--threads", "2"]).threads == 2
     code, _, err = run(capsys, "demo", "--threads", "0", "--out", "unused")
     assert_one_line_error(code, err, "threads", "[1, 4096]")
+
+
+# --- plugin mistakes: one line naming the plugin and the fix, exit 2 (they were `unexpected ...` crashes, exit 1) ---
+
+PLUGIN_SOURCES = {
+    "syntax": ("import os\ndef f(:\n    pass\n", ["SyntaxError", "line 2", "fix the plugin"]),
+    "raises": ('raise RuntimeError("boom at import")\n', ["RuntimeError: boom at import", "fix the plugin"]),
+    "missingdep": ("import not_a_real_dependency_xyz\n", ["'not_a_real_dependency_xyz'", "install it"]),
+    "dup": ('from tickets.models import MODELS\nMODELS.register("small-cnn", lambda name, **kw: None)\n',
+            ["'small-cnn' is registered already"]),
+    "modality": (('from tickets.tasks import TASKS\nTASKS.register("{mod}-task", lambda name, **kw: None, '
+                  'modality="video")\n'), ["modality='video'", "'image', 'text'"]),
+}
+
+
+@pytest.fixture
+def plugin_dir(tmp_path, monkeypatch):
+    """A folder on sys.path for throwaway plugin modules; forgets what they imported and registered."""
+    from tickets import registry
+    from tickets.models import MODELS
+    from tickets.tasks import TASKS
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    models, tasks, loaded = set(MODELS.names()), set(TASKS.names()), set(registry._PLUGINS_LOADED)
+    modules = set(sys.modules)
+    yield folder
+    for name in set(MODELS.names()) - models:
+        MODELS.unregister(name)
+    for name in set(TASKS.names()) - tasks:
+        TASKS.unregister(name)
+    registry._PLUGINS_LOADED.intersection_update(loaded)
+    for name in set(sys.modules) - modules:
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("kind", sorted(PLUGIN_SOURCES))
+def test_plugin_import_mistakes_are_one_line_errors(plugin_dir, capsys, kind):
+    source, words = PLUGIN_SOURCES[kind]
+    mod = f"plug_{kind}_mistake"
+    (plugin_dir / f"{mod}.py").write_text(source.replace("{mod}", mod))
+    code, _, err = run(capsys, "models", "--plugin", mod)
+    assert_one_line_error(code, err, f"plugin module {mod!r}", *words)
+
+
+def test_plugin_as_a_file_path(plugin_dir, tmp_path, capsys):
+    """`--plugin path/to/plug.py` imports the file; `--plugin plug.py` that is no file says what to pass."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "plug_by_path.py").write_text(
+        'from tickets.models import MODELS\nMODELS.register("by-path-net", "tickets.models:_small_cnn", '
+        'family="cnn", modality="image", preset="cnn", help="from a plugin file")\n')
+    code, out, err = run(capsys, "models", "--plugin", str(elsewhere / "plug_by_path.py"))
+    assert code == 0, err
+    assert "by-path-net" in out and "from a plugin file" in out
+    code, _, err = run(capsys, "models", "--plugin", "not_here_plug.py")
+    assert_one_line_error(code, err, "'not_here_plug.py'", "pass the module name (not_here_plug)", "PYTHONPATH")
+
+
+def test_plugin_factory_mistakes_name_the_entry_and_the_fix(plugin_dir, tmp_path, capsys):
+    """A model factory with the wrong signature or returning None, a task factory returning None: one line naming
+    the entry, its factory and what it must accept / return (were TypeError / AttributeError crashes, exit 1)."""
+    (plugin_dir / "plug_factories.py").write_text(
+        "from tickets.models import MODELS\nfrom tickets.tasks import TASKS\n"
+        "def narrow(name):\n    return None\n"
+        "def none(name, *, model_root=None, pretrained=True, weights=None):\n    return None\n"
+        'MODELS.register("narrow-net", narrow, family="cnn", modality="image", preset="cnn")\n'
+        'MODELS.register("none-net", none, family="cnn", modality="image", preset="cnn")\n'
+        'TASKS.register("none-task", lambda name, **kw: None, modality="image")\n')
+    common = ["--plugin", "plug_factories", "--sparsities", "0.5", "--out", str(tmp_path), *FAST]
+    code, _, err = run(capsys, "find", "--model", "narrow-net", "--task", "digits", *common)
+    assert_one_line_error(code, err, "model 'narrow-net'", "plug_factories.narrow", "model_root",
+                          "def load(name, *, model_root=None, pretrained=True, weights=None)")
+    code, _, err = run(capsys, "find", "--model", "none-net", "--task", "digits", *common)
+    assert_one_line_error(code, err, "model 'none-net'", "plug_factories.none", "returned NoneType",
+                          "not a ModelSpec")
+    code, _, err = run(capsys, "find", "--model", "small-cnn", "--task", "none-task", *common)
+    assert_one_line_error(code, err, "task 'none-task'", "returned NoneType", "not a Task")

@@ -192,8 +192,8 @@ def _run_flags(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group("common options (every command; also valid as keys of --config)")
     g.add_argument("--config", metavar="FILE", help="YAML file with any of this command's options; flags win")
     g.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first so its registered models, tasks, methods or patterns are available "
-                        "(also $TICKETS_PLUGINS)")
+                   help="import MODULE (a module name on PYTHONPATH, or a path to a .py file) first so its registered "
+                        "models, tasks, methods or patterns are available (also $TICKETS_PLUGINS)")
     add_config_flags(p, RunOptions, group=g, command=command)
 
 

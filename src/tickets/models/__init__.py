@@ -21,12 +21,12 @@ from pathlib import Path
 from tickets.errors import TicketsError
 from tickets.fileio import require_weights_file
 from tickets.models.base import ModelSpec, Normalize, from_module, replace_linear_head
-from tickets.registry import Registry
+from tickets.registry import Registry, call_factory
 
 __all__ = ["MODELS", "ModelSpec", "Normalize", "from_module", "replace_linear_head", "load_model", "model_names",
            "model_family", "model_modality", "model_recipe", "planned_model_variant"]
 
-MODELS: Registry = Registry("model", listing="tickets models")
+MODELS: Registry = Registry("model", listing="tickets models", allowed={"modality": ("image", "text")})
 
 _TEXT = dict(family="transformer", modality="text", preset="bert", variant="tickets.models.hf:planned_variant",
              install="pip install 'pretrained-tickets[text]'")
@@ -112,8 +112,15 @@ def load_model(name: str, *, model_root: str | os.PathLike | None = None, pretra
     if weights is not None:
         require_weights_file(weights)
         kwargs["weights"] = weights
+    factory = entry.load()
+    bare = {k: v for k, v in kwargs.items() if k != "weights"}
+    if weights is not None and _accepts(factory, name, kwargs) is False and _accepts(factory, name, bare) is True:
+        raise TicketsError(f"model {name!r} takes no --weights file: drop --weights (for Hugging Face models "
+                           "pass the checkpoint folder as hf:<path>)")
     try:
-        spec = entry.load()(name, **kwargs)
+        spec = call_factory("model", name, factory, (name,), kwargs, returns=ModelSpec,
+                            signature="`def load(name, *, model_root=None, pretrained=True, weights=None)`",
+                            fix="return a ModelSpec, e.g. tickets.models.from_module(net, head='fc', name=name)")
     except TypeError as exc:
         if weights is not None and "weights" in str(exc):
             raise TicketsError(f"model {name!r} takes no --weights file: drop --weights (for Hugging Face models "
@@ -121,6 +128,19 @@ def load_model(name: str, *, model_root: str | os.PathLike | None = None, pretra
         raise
     spec.family = entry.meta.get("family", spec.family)
     return spec
+
+
+def _accepts(factory, name: str, kwargs: dict) -> bool | None:
+    """Whether ``factory(name, **kwargs)`` binds (None when the signature cannot be read)."""
+    import inspect
+
+    try:
+        inspect.signature(factory).bind(name, **kwargs)
+    except TypeError:
+        return False
+    except ValueError:
+        return None
+    return True
 
 
 def weights_path(name: str, model_root: str | os.PathLike | None = None) -> Path:

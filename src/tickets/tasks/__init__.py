@@ -19,14 +19,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tickets.registry import Registry
+from tickets.registry import Registry, call_factory
 from tickets.tasks import custom as _custom  # noqa: F401  (registers Task.from_tensors & co.)
 from tickets.tasks.base import Batch, DataConfig, Metric, Split, Task
 
 __all__ = ["TASKS", "Batch", "DataConfig", "Metric", "Split", "Task", "load_task", "task_names", "canonical_task",
            "task_modality", "train_split_size"]
 
-TASKS: Registry = Registry("task", listing="tickets tasks")
+TASKS: Registry = Registry("task", listing="tickets tasks", allowed={"modality": ("image", "text")})
 
 _IMAGES = "tickets.tasks.images:load_image_task"
 _SIZE = "tickets.tasks.images:train_split_size"
@@ -99,4 +99,8 @@ def load_task(
 
     validate(data, "data")  # a DataConfig built in Python skips from_dict's checks
     extra = {} if options is None else {"options": options}
-    return TASKS.get(name)(name, model=model, data_root=data_root, data=data, seed=seed, **extra)
+    return call_factory("task", name, TASKS.get(name), (name,),
+                        dict(model=model, data_root=data_root, data=data, seed=seed, **extra), returns=Task,
+                        signature="`def load(name, *, model, data_root=None, data=None, seed=0)`",
+                        fix="return a Task, e.g. tickets.Task.from_numpy(name, x_train, y_train, x_test, y_test, "
+                            "model=model, data=data, seed=seed)")

@@ -102,11 +102,18 @@ class Task:
         """An image classification task from arrays already in memory — no file in the package needed.
 
         ``x_*``: N×H×W×C or N×C×H×W, uint8 in 0..255 or floats in [0, 1] (torch tensors or numpy arrays); ``y_*``:
-        integer class ids 0..K−1. Options: ``classes`` (names), ``model`` (a ModelSpec whose input size and
-        channels the images are matched to), ``data`` (DataConfig), ``seed``, ``flip`` (horizontal flips when
-        augmenting; default True). Splits, subsets, the stratified validation carve, augmentation, accuracy and
-        cross-entropy are those of the built-in image tasks (``tasks/custom.py``). TicketsError for shapes, dtypes
-        or labels that do not fit."""
+        integer class ids 0..K−1 (the head has K outputs, K from ``y_train`` or ``classes``). Options: ``classes``
+        (names), ``model`` (a ModelSpec whose input size and channels the images are matched to), ``data``
+        (DataConfig), ``seed``, ``augment`` and ``flip``.
+
+        Augmentation is opt-in: by default the images are trained on exactly as given (no random crops, no flips —
+        whatever ``data.augment`` says, whose default is meant for the built-in tasks). ``augment=True`` turns on
+        the built-in image augmentation while training (random crops with zero padding + horizontal flips;
+        ``flip=False`` keeps the crops only, for digits or text in images); ``flip=True`` alone means the same as
+        ``augment=True``; ``data.augment=False`` still turns everything off. Splits, subsets, the stratified
+        validation carve, accuracy and cross-entropy are those of the built-in image tasks (``tasks/custom.py``).
+        TicketsError for shapes, dtypes or labels that do not fit — test labels above every training label
+        included (pass ``classes`` naming every class if that is intended)."""
         return CONSTRUCTORS["tensors"](name, x_train, y_train, x_test, y_test, **options)
 
     @classmethod
@@ -116,8 +123,11 @@ class Task:
         and anything else ``numpy`` turns into one array are taken as they are.
 
         ``x_*``: N×H×W×C or N×C×H×W, uint8 in 0..255 or floats in [0, 1]; ``y_*``: integer class ids 0..K−1.
-        Options as ``from_tensors`` (``classes``, ``model``, ``data``, ``seed``, ``flip``). TicketsError (one line)
-        for an argument that is not one rectangular array, and for what ``from_tensors`` refuses."""
+        Options as ``from_tensors`` (``classes``, ``model``, ``data``, ``seed``, ``augment``, ``flip``): the arrays
+        are used as given — no random crops or flips unless asked with ``augment=True`` (crops + flips) or
+        ``augment=True, flip=False`` (crops only). TicketsError (one line) for an argument that is not one
+        rectangular array, and for what ``from_tensors`` refuses (test labels outside the training labels'
+        range among them)."""
         return CONSTRUCTORS["numpy"](name, x_train, y_train, x_test, y_test, **options)
 
     @classmethod

@@ -7,6 +7,7 @@ They register themselves in ``tasks.base.CONSTRUCTORS`` when the tasks package i
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -20,15 +21,35 @@ from tickets.tasks.images import RawImages, build_image_task, from_arrays
 
 def from_tensors(name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any, *,
                  classes: list[str] | None = None, model: Any = None, data: DataConfig | None = None, seed: int = 0,
-                 flip: bool = True) -> Task:
-    """See ``Task.from_tensors``."""
+                 augment: bool | None = None, flip: bool | None = None) -> Task:
+    """See ``Task.from_tensors``. Augmentation is opt-in: the arrays are used as given unless ``augment=True``
+    (random crops, plus horizontal flips unless ``flip=False``) or ``flip=True`` (the same) — and even then only
+    while ``data.augment`` (the run's DataConfig) allows it."""
     data = data or DataConfig()
     validate(data, "data")
+    if augment is False and flip:
+        raise TicketsError(f"task {name!r}: flip=True asks for augmentation but augment=False: pass augment=True "
+                           "(random crops and flips) or drop flip=True")
+    wanted = bool(flip) if augment is None else bool(augment)
+    if not wanted and data.augment:
+        data = dataclasses.replace(data, augment=False)  # a user's arrays are used as given unless asked
     xs, ys, scale = from_arrays(x_train, y_train, x_test, y_test, name)
-    k = int(max(ys[0].max().item(), ys[1].max().item())) + 1 if len(ys[0]) else 0
-    names = list(classes) if classes is not None else [str(i) for i in range(k)]
+    top_train = int(ys[0].max().item()) if len(ys[0]) else -1
+    top_test = int(ys[1].max().item()) if len(ys[1]) else -1
+    if classes is not None:
+        names = list(classes)
+        if max(top_train, top_test) >= len(names):
+            raise TicketsError(f"task {name!r}: class id {max(top_train, top_test)} but {len(names)} class names: "
+                               "pass classes= naming every class (ids 0..K-1)")
+    else:
+        if top_test > top_train:
+            raise TicketsError(f"task {name!r}: y_test holds class id {top_test} but y_train's largest is "
+                               f"{top_train}: the head would be sized by test labels never trained on; fix the "
+                               "labels, or pass classes= naming every class")
+        names = [str(i) for i in range(top_train + 1)]
     raw = RawImages(xs[0], ys[0], xs[1], ys[1], names, scale=scale, source="tensors")
-    return build_image_task(name, raw, model=model, data=data, seed=seed, flip=flip)
+    return build_image_task(name, raw, model=model, data=data, seed=seed,
+                            flip=(True if flip is None else bool(flip)) if wanted else False)
 
 
 CONSTRUCTORS["tensors"] = from_tensors
