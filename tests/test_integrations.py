@@ -259,3 +259,8 @@ def test_from_pretrained_errors_are_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(TicketsError, match="holds no ticket.safetensors"):
         Ticket.from_pretrained(tmp_path / "empty")
+    # a missing folder is "not found", not a malformed Hub id (it said "Repo id must be in the form 'repo_name'")
+    for missing in (tmp_path / "nope", "./nope", "runs/find-x/level-03"):
+        with pytest.raises(TicketsError, match="not found") as info:
+            Ticket.from_pretrained(missing)
+        assert "Repo id" not in str(info.value)

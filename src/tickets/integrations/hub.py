@@ -92,7 +92,14 @@ def ticket_repo(ticket: Any, save: Callable[[Path, Any], None], run_dir: str | o
 
 def fetch_ticket_file(repo_or_dir: str | os.PathLike, **kwargs: Any) -> Path:
     """The local ``ticket.safetensors`` of a ``save_pretrained`` folder or a Hub repository (downloaded into the
-    Hub cache through ``TicketRepo.from_pretrained``). Hub and network failures become one-line TicketsErrors."""
+    Hub cache through ``TicketRepo.from_pretrained``). Hub and network failures become one-line TicketsErrors; a
+    path that names no folder (absolute, ``./``, ``~``, or more than one ``/``: a Hub id is ``user/name``) is "not
+    found", not a Hub id error."""
+    text = str(repo_or_dir)
+    if not Path(text).expanduser().exists() and (text.startswith(("/", "./", "../", "~")) or text.count("/") > 1
+                                                or os.sep != "/" and os.sep in text):
+        raise TicketsError(f"folder {text!r} not found: pass a folder written by Ticket.save_pretrained, or a Hub "
+                           "repository id (user/name)")
     try:
         repo = TicketRepo.from_pretrained(str(repo_or_dir), **kwargs)
     except TicketsError:
