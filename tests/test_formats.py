@@ -700,3 +700,85 @@ def test_from_hf_dataset_with_datasets_and_errors(tiny_text):
     assert task.info["label_names"] == ["neg", "pos"]
     batch = next(iter(task.test.batches(20)))  # length-bucketed: rows come back by length, `index` says which
     assert batch["labels"].tolist() == [dev["label"][i] for i in batch["index"].tolist()]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# a masked Hugging Face export reloads as the model tickets trained (pooling, head)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_masked_hf_export_of_a_mean_pooled_model_reloads_with_its_pooling(tmp_path, capsys):
+    """A sentence-transformers checkpoint (mean pooling, untrained pooler, as MiniLM-L6) exported as a masked
+    Hugging Face folder: `hf:<folder>` must classify as the masked model does (mean pooling, the fine-tuned head),
+    not through the pooler; export.json and a warning say so; the compact folder ships the tokenizer too."""
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import save_file
+
+    from tickets.compact import load_compact, masked_copy
+    from tickets.models import load_model
+    from tickets.patterns import get_pattern
+
+    words = ["the", "film", "was", "a", "quiet", "delight", "it", "rained", "all", "day", "so", "we", "stayed", "in",
+             "good", "bad", "movie"]
+    tok = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]",
+                                                                        "[MASK]", *words])})
+    cfg = transformers.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=40, max_position_embeddings=64)
+    torch.manual_seed(0)
+    folder = tmp_path / "st"
+    transformers.BertModel(cfg).save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    (folder / "modules.json").write_text(
+        '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}, '
+        '{"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]')
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text('{"word_embedding_dimension": 32, "pooling_mode_mean_tokens": '
+                                                      'true, "pooling_mode_cls_token": false}')
+    name = f"hf:{folder}"
+    spec = load_model(name)
+    assert spec.info["pooling"] == "mean"
+    spec.module.set_head("classification", 3, "fresh", seed=5)  # "fine-tuned" on a 3-label task
+    with torch.no_grad():
+        for p in spec.module.parameters():  # BERT's init is too small for pruning / pooling to show in the outputs
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    save_file({k: v.detach().clone().contiguous() for k, v in spec.module.state_dict().items()},
+              str(tmp_path / "tuned.safetensors"))
+    names = PrunableSet("bert").resolve(spec.module)
+    pattern = get_pattern("head+neuron")
+    pattern.setup(spec.module, names, spec)
+    params = dict(spec.module.named_parameters())
+    mask = pattern.select({n: params[n].detach().abs() for n in names}, Mask.ones_like(spec.module, names), 0.4)
+    save_ticket(tmp_path / "hn.safetensors", Ticket(mask, {"model": name, "pattern": pattern.describe()}))
+    reference = masked_copy(spec, mask, pattern).eval()
+    enc = tok(["the film was good", "it rained all day so we stayed in", "bad movie"], padding=True,
+              return_tensors="pt")
+    inputs = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    code, _, err = run(capsys, "export", tmp_path / "hn.safetensors", "--weights", tmp_path / "tuned.safetensors",
+                       "--out", tmp_path / "m")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("tickets: warning:")]
+    assert len(warnings) == 1 and "mean-pooled" in warnings[0] and "AutoModelForSequenceClassification" in warnings[0]
+    record = json.loads((tmp_path / "m" / "export.json").read_text())
+    assert record["pooling"] == "mean" and "AutoModelForSequenceClassification" in record["pooling_note"]
+    assert {"modules.json", "1_Pooling/config.json", "config.json", "model.safetensors"} <= set(record["files"])
+    again = load_model(f"hf:{tmp_path / 'm'}")
+    assert again.info["pooling"] == "mean" and again.num_outputs == 3  # the exported head, read by mean pooling
+    with torch.no_grad():
+        ref = reference(**inputs).logits
+        got = again.module.eval()(**inputs).logits
+        assert got.shape == (3, 3) and float((got - ref).abs().max()) <= 1e-5
+        plain = transformers.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "m")).eval()
+        assert float((plain(**inputs).logits - ref).abs().max()) > 1e-3  # why the note is needed
+
+    code, _, err = run(capsys, "export", tmp_path / "hn.safetensors", "--weights", tmp_path / "tuned.safetensors",
+                       "--compact", "--out", tmp_path / "c", "--quiet")
+    assert code == 0, err
+    record = json.loads((tmp_path / "c" / "export.json").read_text())
+    assert record["pooling"] == "mean" and "load_compact" in record["pooling_note"]
+    assert {"tokenizer_config.json", "compact.json"} <= set(record["files"])
+    assert transformers.AutoTokenizer.from_pretrained(str(tmp_path / "c"))("bad movie")["input_ids"] == \
+        tok("bad movie")["input_ids"]
+    with torch.no_grad():
+        assert float((load_compact(tmp_path / "c")(**inputs).logits - ref).abs().max()) <= 1e-5

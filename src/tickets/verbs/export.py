@@ -15,7 +15,11 @@ Two forms:
   ``save_pretrained``'s folder, loadable with ``AutoModelFor….from_pretrained``); ``onnx`` and ``pt2`` write a
   deployment program (``compact.export_onnx`` checked in onnxruntime, ``compact.export_pt2``) traced on a batch of
   two example inputs: random images of the model's input size, or two tokenised sentences. Every form also
-  writes ``export.json``: what was exported from what.
+  writes ``export.json``: what was exported from what. Hugging Face folders (masked and compact) ship the
+  tokenizer. A text model whose head reads pooled tokens, not the pooler (``HFTextModel.pooling``: MiniLM-L6's
+  mean pooling) records ``pooling`` and a ``pooling_note`` in ``export.json``; its masked folder also gets
+  sentence-transformers' ``modules.json`` + ``1_Pooling/config.json`` (``write_pooling_config``), so
+  ``load_model("hf:<folder>")`` pools the same way, and the export warns that plain transformers cannot.
 """
 
 from __future__ import annotations
@@ -178,6 +182,12 @@ def export_model(
         "parameters": {"dense": compaction.count_parameters(spec.module),
                        "exported": compaction.count_parameters(module)},
     }
+    pooling = _text_pooling(module)
+    if pooling is not None:  # a text model whose head reads pooled tokens, not the pooler
+        record["pooling"] = pooling
+        record["pooling_note"] = _pooling_note(pooling, compact=bool(compact), fmt=fmt)
+        if fmt == "safetensors" and not compact:
+            logger.warning("export %s: %s", out, record["pooling_note"])
     if fmt == "safetensors":
         record["files"] = _save_safetensors(module, description, spec, out)
     else:
@@ -192,19 +202,25 @@ def export_model(
 
 def _save_safetensors(module: torch.nn.Module, description: dict | None, spec: ModelSpec, out: Path) -> list[str]:
     from tickets import compact as compaction
+    from tickets.models.hf import _quiet_transformers
 
     if description is not None:
         compaction.save_compact(module, description, out)
-        return sorted(p.name for p in out.iterdir() if p.name != "export.json")
+        if description.get("family") == "hf" and spec.tokenizer is not None:  # as the masked folder ships it
+            with _quiet_transformers():
+                spec.tokenizer.save_pretrained(str(out))
+        return _listing(out)
     task_model = getattr(module, "_task_model", None)
     if task_model is not None:  # a Hugging Face model: transformers' own folder (config.json + model.safetensors)
-        from tickets.models.hf import _quiet_transformers
-
         with _quiet_transformers():
             task_model.save_pretrained(str(out))
             if spec.tokenizer is not None:
                 spec.tokenizer.save_pretrained(str(out))
-        return sorted(p.name for p in out.iterdir() if p.name != "export.json")
+        pooling = _text_pooling(module)
+        if pooling is not None:  # how the head reads the sequence, where tickets' loader looks for it
+            write_pooling_config(out, pooling, int(getattr(task_model.config, "hidden_size", 0)
+                                                      or getattr(task_model.config, "dim", 0)))
+        return _listing(out)
     from safetensors.torch import save_model
 
     from tickets.fileio import atomic_write
@@ -212,3 +228,53 @@ def _save_safetensors(module: torch.nn.Module, description: dict | None, spec: M
     atomic_write(out / "model.safetensors", lambda tmp: save_model(module, str(tmp), metadata={
         "format": "pt", "model": spec.name}))
     return ["model.safetensors"]
+
+
+def _listing(out: Path) -> list[str]:
+    """The files written into ``out`` (sub-folders' files as ``folder/name``), export.json left out."""
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "export.json")
+
+
+def _text_pooling(module: torch.nn.Module) -> str | None:
+    """How a Hugging Face text model's classification / regression head reads the sequence when that is not the
+    task model's own pooler ("mean", "cls", "max": ``HFTextModel.pooling``), else None."""
+    pooling = getattr(module, "pooling", None)
+    if getattr(module, "head_kind", None) not in ("classification", "regression") or pooling in (None, "pooler"):
+        return None
+    return str(pooling)
+
+
+def _pooling_note(pooling: str, *, compact: bool, fmt: str) -> str:
+    what = {"mean": "the attention-masked mean of the last hidden states", "cls": "the first token's last hidden "
+            "state", "max": "the masked max of the last hidden states"}.get(pooling, f"{pooling}-pooled tokens")
+    head = f"the classification head reads {pooling}-pooled tokens ({what}), not the model's pooler"
+    if fmt != "safetensors":
+        return f"{head}; the exported program computes it"
+    if compact:
+        return f"{head}; tickets.compact.load_compact restores it (compact.json records it)"
+    return (f"{head}; tickets.load_model('hf:<folder>') and sentence-transformers restore it (modules.json + "
+            "1_Pooling/config.json), plain transformers AutoModelForSequenceClassification cannot and gives other "
+            f"logits: pool the last hidden states by {pooling} yourself and apply the classifier")
+
+
+ST_POOLING_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens"}
+
+
+def write_pooling_config(out: str | os.PathLike, pooling: str, hidden_size: int) -> list[Path]:
+    """Write ``pooling`` ("mean", "cls", "max") into folder ``out`` the way a sentence-transformers checkpoint
+    states it (``modules.json`` + ``1_Pooling/config.json``), which ``tickets.models.hf.load_hf_model`` reads
+    (``pooling="auto"``); returns the files."""
+    if pooling not in ST_POOLING_KEYS:
+        raise TicketsError(f"pooling {pooling!r} has no sentence-transformers form: choose one of "
+                           f"{', '.join(ST_POOLING_KEYS)}")
+    out = Path(out)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    config = {"word_embedding_dimension": int(hidden_size),
+              **{key: name == pooling for name, key in ST_POOLING_KEYS.items()},
+              "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
+              "pooling_mode_lasttoken": False, "include_prompt": True}
+    (out / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    write_json(out / "modules.json", modules)
+    write_json(out / "1_Pooling" / "config.json", config)
+    return [out / "modules.json", out / "1_Pooling" / "config.json"]
