@@ -561,37 +561,14 @@ def test_export_text_model_with_fine_tuned_weights(tmp_path, capsys):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from safetensors.torch import save_file
 
     from tickets.compact import load_compact
     from tickets.models import load_model
-    from tickets.patterns import get_pattern
 
-    words = ("the film was a quiet delight from start to finish it rained all day so we stayed in good bad "
-             "movie").split()
-    tok = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]",
-                                                                        "[MASK]", *words])})
-    cfg = transformers.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=40, max_position_embeddings=64)
-    torch.manual_seed(0)
-    folder = tmp_path / "tinybert"
-    transformers.BertModel(cfg).save_pretrained(str(folder))
-    tok.save_pretrained(str(folder))
+    tok, folder = _tiny_bert_folder(transformers, tmp_path / "tinybert")
     name = f"hf:{folder}"
     spec = load_model(name)
-    spec.module.set_head("classification", 3, "fresh", seed=5)  # "fine-tuned" on a 3-label task
-    with torch.no_grad():
-        for p in spec.module.parameters():  # BERT's init is too small for pruning to show in the outputs
-            if p.dim() > 1:
-                p.normal_(0.0, 0.3)
-    save_file({k: v.detach().clone().contiguous() for k, v in spec.module.state_dict().items()},
-              str(tmp_path / "tuned.safetensors"))
-    names = PrunableSet("bert").resolve(spec.module)
-    pattern = get_pattern("head+neuron")
-    pattern.setup(spec.module, names, spec)
-    params = dict(spec.module.named_parameters())
-    mask = pattern.select({n: params[n].detach().abs() for n in names}, Mask.ones_like(spec.module, names), 0.4)
-    save_ticket(tmp_path / "hn.safetensors", Ticket(mask, {"model": name, "pattern": pattern.describe()}))
+    mask, pattern = _tuned_head_neuron_ticket(spec, name, tmp_path)
 
     code, out, err = run(capsys, "export", tmp_path / "hn.safetensors", "--weights", tmp_path / "tuned.safetensors",
                          "--compact", "--out", tmp_path / "c", "--quiet")
@@ -712,22 +689,11 @@ def test_masked_hf_export_of_a_mean_pooled_model_reloads_with_its_pooling(tmp_pa
     Hugging Face folder: `hf:<folder>` must classify as the masked model does (mean pooling, the fine-tuned head),
     not through the pooler; export.json and a warning say so; the compact folder ships the tokenizer too."""
     transformers = pytest.importorskip("transformers")
-    from safetensors.torch import save_file
 
     from tickets.compact import load_compact, masked_copy
     from tickets.models import load_model
-    from tickets.patterns import get_pattern
 
-    words = ["the", "film", "was", "a", "quiet", "delight", "it", "rained", "all", "day", "so", "we", "stayed", "in",
-             "good", "bad", "movie"]
-    tok = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]",
-                                                                        "[MASK]", *words])})
-    cfg = transformers.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=40, max_position_embeddings=64)
-    torch.manual_seed(0)
-    folder = tmp_path / "st"
-    transformers.BertModel(cfg).save_pretrained(str(folder))
-    tok.save_pretrained(str(folder))
+    tok, folder = _tiny_bert_folder(transformers, tmp_path / "st")
     (folder / "modules.json").write_text(
         '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}, '
         '{"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]')
@@ -737,19 +703,7 @@ def test_masked_hf_export_of_a_mean_pooled_model_reloads_with_its_pooling(tmp_pa
     name = f"hf:{folder}"
     spec = load_model(name)
     assert spec.info["pooling"] == "mean"
-    spec.module.set_head("classification", 3, "fresh", seed=5)  # "fine-tuned" on a 3-label task
-    with torch.no_grad():
-        for p in spec.module.parameters():  # BERT's init is too small for pruning / pooling to show in the outputs
-            if p.dim() > 1:
-                p.normal_(0.0, 0.3)
-    save_file({k: v.detach().clone().contiguous() for k, v in spec.module.state_dict().items()},
-              str(tmp_path / "tuned.safetensors"))
-    names = PrunableSet("bert").resolve(spec.module)
-    pattern = get_pattern("head+neuron")
-    pattern.setup(spec.module, names, spec)
-    params = dict(spec.module.named_parameters())
-    mask = pattern.select({n: params[n].detach().abs() for n in names}, Mask.ones_like(spec.module, names), 0.4)
-    save_ticket(tmp_path / "hn.safetensors", Ticket(mask, {"model": name, "pattern": pattern.describe()}))
+    mask, pattern = _tuned_head_neuron_ticket(spec, name, tmp_path)
     reference = masked_copy(spec, mask, pattern).eval()
     enc = tok(["the film was good", "it rained all day so we stayed in", "bad movie"], padding=True,
               return_tensors="pt")
@@ -782,3 +736,44 @@ def test_masked_hf_export_of_a_mean_pooled_model_reloads_with_its_pooling(tmp_pa
         tok("bad movie")["input_ids"]
     with torch.no_grad():
         assert float((load_compact(tmp_path / "c")(**inputs).logits - ref).abs().max()) <= 1e-5
+
+
+def _tuned_head_neuron_ticket(spec, name: str, tmp_path):
+    """A 3-label head on ``spec`` with every matrix redrawn at std 0.3 (BERT's init is too small for pruning or
+    pooling to show in the outputs), saved as ``tmp_path/tuned.safetensors``, and a 40% head+neuron ticket of it
+    saved as ``tmp_path/hn.safetensors``. Returns (mask, pattern)."""
+    from safetensors.torch import save_file
+
+    from tickets.masks import Mask, PrunableSet
+    from tickets.patterns import get_pattern
+    from tickets.ticket import Ticket, save_ticket
+
+    spec.module.set_head("classification", 3, "fresh", seed=5)  # "fine-tuned" on a 3-label task
+    with torch.no_grad():
+        for p in spec.module.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    save_file({k: v.detach().clone().contiguous() for k, v in spec.module.state_dict().items()},
+              str(tmp_path / "tuned.safetensors"))
+    names = PrunableSet("bert").resolve(spec.module)
+    pattern = get_pattern("head+neuron")
+    pattern.setup(spec.module, names, spec)
+    params = dict(spec.module.named_parameters())
+    mask = pattern.select({n: params[n].detach().abs() for n in names}, Mask.ones_like(spec.module, names), 0.4)
+    save_ticket(tmp_path / "hn.safetensors", Ticket(mask, {"model": name, "pattern": pattern.describe()}))
+    return mask, pattern
+
+
+def _tiny_bert_folder(transformers, folder):
+    """A random 2-layer BERT (hidden 32, 4 heads, seed 0) and its word-level tokenizer saved in ``folder`` with
+    ``save_pretrained``. Returns (tokenizer, folder)."""
+    words = ("the film was a quiet delight from start to finish it rained all day so we stayed in good bad "
+             "movie").split()
+    tok = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]",
+                                                                        "[MASK]", *words])})
+    cfg = transformers.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=40, max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.BertModel(cfg).save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    return tok, folder
