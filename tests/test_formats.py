@@ -719,6 +719,8 @@ def test_masked_hf_export_of_a_mean_pooled_model_reloads_with_its_pooling(tmp_pa
     assert {"modules.json", "1_Pooling/config.json", "config.json", "model.safetensors"} <= set(record["files"])
     again = load_model(f"hf:{tmp_path / 'm'}")
     assert again.info["pooling"] == "mean" and again.num_outputs == 3  # the exported head, read by mean pooling
+    # the head's task travels as transformers' finetuning_task, so `tickets eval --model hf:<folder>` scores it
+    assert record["task"] == "glue/sst2" and again.pretrained_task == "glue/sst2"
     with torch.no_grad():
         ref = reference(**inputs).logits
         got = again.module.eval()(**inputs).logits
@@ -754,7 +756,7 @@ def _tuned_head_neuron_ticket(spec, name: str, tmp_path):
             if p.dim() > 1:
                 p.normal_(0.0, 0.3)
     save_file({k: v.detach().clone().contiguous() for k, v in spec.module.state_dict().items()},
-              str(tmp_path / "tuned.safetensors"))
+              str(tmp_path / "tuned.safetensors"), metadata={"model": name, "task": "glue/sst2"})  # as transfer does
     names = PrunableSet("bert").resolve(spec.module)
     pattern = get_pattern("head+neuron")
     pattern.setup(spec.module, names, spec)

@@ -471,8 +471,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     what = "compact" if record["compact"] else "masked"
     p = record["parameters"]
     diff = f", max |program - model| {record['max_abs_diff']:.2e}" if record.get("max_abs_diff") is not None else ""
-    print(f"{what} {record['model']} ({record['pattern']}, {p['exported']:,} of {p['dense']:,} parameters{diff}) "
-          f"-> {args.out}: {', '.join(record['files'])}")
+    sparsity = record["ticket"]["sparsity"]
+    size = (f"{p['exported']:,} of {p['dense']:,} parameters" if record["compact"] else
+            f"{p['dense']:,} parameters, {100 * sparsity:.1f}% of the prunable set zeroed")
+    print(f"{what} {record['model']} ({record['pattern']}, {size}{diff}) -> {args.out}: {', '.join(record['files'])}")
     return 0
 
 

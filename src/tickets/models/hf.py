@@ -500,7 +500,9 @@ def hf_spec(
         head=model.head_names,
         prunable_preset="bert",
         family="transformer",
-        pretrained_task=None,
+        # the task a shipped head was fine-tuned on, when the checkpoint says (transformers' finetuning_task;
+        # `tickets export --weights` of a transfer writes it)
+        pretrained_task=(getattr(cfg, "finetuning_task", None) or None) if shipped else None,
         num_outputs=num_labels if shipped else None,
         tokenizer=tokenizer,
         adapt=_adapt,

@@ -182,6 +182,13 @@ def export_model(
         "parameters": {"dense": compaction.count_parameters(spec.module),
                        "exported": compaction.count_parameters(module)},
     }
+    task = None
+    if weights is not None:  # transfer --save-weights records the task its head was fine-tuned on
+        from tickets.statedict import safetensors_metadata
+
+        task = safetensors_metadata(weights).get("task") or None
+        if task:
+            record["task"] = task
     pooling = _text_pooling(module)
     if pooling is not None:  # a text model whose head reads pooled tokens, not the pooler
         record["pooling"] = pooling
@@ -189,7 +196,7 @@ def export_model(
         if fmt == "safetensors" and not compact:
             logger.warning("export %s: %s", out, record["pooling_note"])
     if fmt == "safetensors":
-        record["files"] = _save_safetensors(module, description, spec, out)
+        record["files"] = _save_safetensors(module, description, spec, out, task=task)
     else:
         target = out / f"model.{fmt}"
         result = (compaction.export_onnx if fmt == "onnx" else compaction.export_pt2)(module, example, target)
@@ -200,7 +207,11 @@ def export_model(
     return record
 
 
-def _save_safetensors(module: torch.nn.Module, description: dict | None, spec: ModelSpec, out: Path) -> list[str]:
+def _save_safetensors(module: torch.nn.Module, description: dict | None, spec: ModelSpec, out: Path, *,
+                      task: str | None = None) -> list[str]:
+    """Write the safetensors export; a Hugging Face model whose head was fine-tuned on ``task`` records it as the
+    config's ``finetuning_task`` (transformers' field), so ``tickets eval --model hf:<folder> --task <task>``
+    scores the shipped head."""
     from tickets import compact as compaction
     from tickets.models.hf import _quiet_transformers
 
@@ -212,6 +223,8 @@ def _save_safetensors(module: torch.nn.Module, description: dict | None, spec: M
         return _listing(out)
     task_model = getattr(module, "_task_model", None)
     if task_model is not None:  # a Hugging Face model: transformers' own folder (config.json + model.safetensors)
+        if task:
+            task_model.config.finetuning_task = task
         with _quiet_transformers():
             task_model.save_pretrained(str(out))
             if spec.tokenizer is not None:
