@@ -57,7 +57,7 @@ def test_yaml_config_and_unknown_key(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, words",
     [
-        (["find", "--model", "resnet21", "--task", "digits"], ["resnet21", "resnet20-cifar10"]),
+        (["find", "--model", "resnet21", "--task", "digits"], ["resnet21", "resnet20-cifar10", "--plugin MODULE"]),
         (["find", "--model", "small-cnn", "--task", "cifar11"], ["cifar11", "cifar10"]),
         (["find", "--model", "small-cnn", "--task", "digits", "--sparsities", "0.5,1.0"], ["sparsit", "[0, 1)"]),
         (["find", "--model", "small-cnn", "--task", "digits", "--sparsities", "-0.1"], ["sparsit"]),

@@ -115,7 +115,8 @@ class Registry(Generic[T]):
                 if name.startswith(prefix) and len(name) > len(prefix):
                     return self._families[prefix]
         raise TicketsError(f"unknown {self.kind} {name!r}: choose one of {', '.join(self.names())}"
-                           + (f" (see `{self.listing}`)" if self.listing else ""))
+                           + (f" (see `{self.listing}`)" if self.listing else "")
+                           + ", or load the plugin that registers it (--plugin MODULE or TICKETS_PLUGINS)")
 
     def get(self, name: str) -> T:
         """The implementation registered for ``name`` (imported on first use); TicketsError listing the choices."""
