@@ -205,6 +205,15 @@ def test_save_pretrained_writes_ticket_card_and_config(tmp_path):
     Ticket(ticket.mask, {"model": "hf:bert-base-uncased"}).save_pretrained(tmp_path / "bare")
     bare = (tmp_path / "bare" / "README.md").read_text()
     assert "base_model: bert-base-uncased" in bare and "scores" not in bare
+    assert "tickets transfer --ticket ticket.safetensors --model hf:bert-base-uncased" in bare
+    # a model passed through the Python API (name@digest) cannot be named on the command line: the card says how
+    api = Ticket(ticket.mask, {"model": "mlp@d7c2ab2accd5", "weights": "theta0", "method": "imp"})
+    api.save_pretrained(tmp_path / "api")
+    card = (tmp_path / "api" / "README.md").read_text()
+    assert "--model mlp@" not in card and "Python API" in card and "model=spec" in card
+    from tickets.ticket import describe
+
+    assert "module passed to the Python API, digest d7c2ab2accd5" in describe(api)
 
 
 def test_push_to_hub_goes_through_the_mixin_offline(tmp_path, monkeypatch):

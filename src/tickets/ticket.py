@@ -542,8 +542,10 @@ def describe(ticket: Ticket, model: torch.nn.Module | None = None) -> str:
             text = value if isinstance(value, str) else json.dumps(value)
         if k == "weights" and records_theta0(ticket):
             sha = theta0_checkpoint(ticket)
+            model = str(meta.get("model") or "")
             text += (f" (drawn on checkpoint sha256:{sha[:12]}…: transfer with the same --weights)" if sha else
-                     " (drawn on the model's shipped weights)")
+                     f" (drawn on the weights of the module passed to the Python API, digest {model.split('@')[-1]})"
+                     if "@" in model else " (drawn on the model's shipped weights)")
         lines.append(f"{k.ljust(width)}  {text}")
     if ticket.weights:
         lines.append(f"{'weights stored'.ljust(width)}  {len(ticket.weights)} tensor(s), not theta0")

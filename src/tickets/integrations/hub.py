@@ -307,7 +307,15 @@ def card_body(ticket: Any, run: dict[str, Any], **kwargs: Any) -> str:
               "", f'ticket = Ticket.from_pretrained("{repo}")', "print(ticket.mask.sparsity, ticket.meta)",
               "apply_ticket(model, ticket)  # any transformers model: pruned weights set to 0",
               "# and to keep them at 0 while transformers.Trainer fine-tunes:",
-              "# Trainer(model=model, ..., callbacks=[TicketCallback(ticket)])", "```", "",
-              "or on the command line, after downloading the folder:", "", "```bash",
-              f"tickets transfer --ticket {TICKET_FILE} --model {model} --task <target task>", "```", ""]
+              "# Trainer(model=model, ..., callbacks=[TicketCallback(ticket)])", "```", ""]
+    if "@" in str(model):  # name@state-digest: a module passed through the Python API, not a registered name
+        lines += [f"The ticket was drawn on a model passed through the Python API ({model}: its name and a digest of "
+                  "its weights), which the command line cannot name: rebuild it the same way and pass it in,", "",
+                  "```python", "import tickets",
+                  "spec = tickets.from_module(net, head=...)  # the same module and weights",
+                  f'tickets.transfer_ticket(tickets.TransferConfig(ticket="{TICKET_FILE}", task=...), model=spec)',
+                  "```", ""]
+    else:
+        lines += ["or on the command line, after downloading the folder:", "", "```bash",
+                  f"tickets transfer --ticket {TICKET_FILE} --model {model} --task <target task>", "```", ""]
     return "\n".join(lines)
