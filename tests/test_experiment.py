@@ -199,6 +199,13 @@ def test_validation_errors_name_the_line(text, line, message, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()  # nothing ran, nothing was written
 
 
+def test_a_directory_as_experiment_file_names_the_files_in_it(tmp_path, capsys):
+    _write(tmp_path, "models: [small-cnn]\n", "study.yaml")
+    assert main(["run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a directory" in err and "study.yaml" in err
+
+
 def test_load_experiment_raises_tickets_error(tmp_path):
     with pytest.raises(TicketsError, match="not found"):
         load_experiment(tmp_path / "missing.yaml")

@@ -114,6 +114,10 @@ def parse_yaml(text: str, path: str | Path = "<string>") -> YamlDocument:
 def read_yaml(path: str | Path, *, what: str = "config file") -> YamlDocument:
     """Read and parse a YAML file: TicketsError when it is missing, unreadable, not UTF-8 or not valid YAML."""
     p = Path(path)
+    if p.is_dir():
+        found = sorted(q.name for q in p.glob("*.y*ml"))[:3]
+        raise TicketsError(f"{what} {str(p)!r} is a directory: pass a YAML file"
+                           + (f" in it ({', '.join(found)})" if found else ""))
     if not p.is_file():
         raise TicketsError(f"{what} {str(p)!r} not found: check the path")
     try:
