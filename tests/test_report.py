@@ -746,6 +746,17 @@ def test_double_win_never_pools_tickets_of_different_patterns(pattern_runs):
     assert channel["sa_standard"][0] == pytest.approx(0.705) and channel["sa_standard"][2] == 2
 
 
+def test_setup_names_the_seeds_blocks_add(pattern_runs, tmp_path):
+    """The Setup line said "Seeds: 0, 1 (every mean ± sd is over these seeds)" while the robust and channel blocks
+    ran seeds 100…301 and the dense baseline pooled them (docs/results/patterns now reads "0, 1; blocks with their
+    own seeds add 100, 101, …"); a plain folder of runs with several seed sets says the same."""
+    from tickets.study.report import write_report
+
+    write_report(pattern_runs, to=tmp_path / "rep")
+    line = next(x for x in (tmp_path / "rep" / "report.md").read_text().splitlines() if "**Seeds**" in x)
+    assert "over the seeds of its runs, listed with each point" in line, line  # a folder of runs, not a study
+
+
 def test_double_win_counts_a_copied_run_once(pattern_runs):
     import shutil
 

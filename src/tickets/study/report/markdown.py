@@ -93,9 +93,15 @@ def _setup_lines(ctx: dict) -> list[str]:
     lines = []
     models = sorted({r["model"] for r in rows})
     tasks = sorted({r["target"] for r in rows})
-    lines.append(f"- **Models**: {', '.join(models)}. **Tasks**: {', '.join(tasks)}. "
-                 f"**Seeds**: {', '.join(str(s) for s in ctx['seeds'])} (every mean ± sd is over these seeds; sd is "
-                 "the sample standard deviation).")
+    declared = list(ctx["seeds"] or [])
+    others = sorted({r["seed"] for r in rows} - set(declared), key=str)
+    one_set = not others and (ctx.get("file") or len(declared) <= 1)  # a study's seeds, no block adding its own
+    seeds = (f"{', '.join(map(str, declared))}" + (f"; blocks with their own seeds add {', '.join(map(str, others))}"
+                                                   if others else "")
+             + (" (every mean ± sd is over these seeds; " if one_set else
+                " (every mean ± sd is over the seeds of its runs, listed with each point; ")
+             + "sd is the sample standard deviation)")
+    lines.append(f"- **Models**: {', '.join(models)}. **Tasks**: {', '.join(tasks)}. **Seeds**: {seeds}.")
     methods = sorted({c["method"] for c in configs.values() if "method" in c})
     levels = sorted({round(lv, 4) for c in configs.values() for lv in c.get("levels", []) if lv > 0})
     if methods:
