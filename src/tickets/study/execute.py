@@ -175,8 +175,9 @@ class LocalExecutor(Executor):
                 t0, c0 = time.time(), time.process_time()
                 try:
                     run_path = study.execute(job)
-                except RunBusy:
+                except RunBusy:  # another process locked the run between the check and the start
                     job.note = "running in another process"
+                    study.say("  another process took it first; back to it when that process is done")
                     deferred.append(job)
                     continue
                 except (KeyboardInterrupt, SystemExit):
