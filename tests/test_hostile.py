@@ -53,11 +53,12 @@ def _npz(root: Path, shift: int = 0) -> None:
     np.savez(root / "mnist" / "mnist.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
 
 
-def test_same_command_on_other_data_is_refused_not_reused(tmp_path, capsys):
+@pytest.mark.parametrize("verb", ["transfer", "pretrain"])  # pretrain reused its run on other data (a newcomer)
+def test_same_command_on_other_data_is_refused_not_reused(tmp_path, capsys, verb):
     a, b = tmp_path / "a", tmp_path / "b"
     _npz(a)
     _npz(b, shift=3)  # same shapes, other labels
-    argv = ["transfer", "--model", "small-cnn", "--task", "mnist", *FAST, "--out", str(tmp_path / "runs")]
+    argv = [verb, "--model", "small-cnn", "--task", "mnist", *FAST, "--out", str(tmp_path / "runs")]
     assert main([*argv, "--data-root", str(a)]) == 0
     capsys.readouterr()
     line = one_line(capsys, main([*argv, "--data-root", str(b)]), "other inputs", "--out")

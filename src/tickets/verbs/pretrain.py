@@ -138,6 +138,7 @@ def pretrain(
     config = resolved_config(cfg, model_id=prepared.model_id, task=prepared.task.name, family=prepared.family,
                              recipe=prepared.recipe)
     run = RunDir(out, "pretrain", config)
+    run.check_inputs(prepared.inputs())  # the same command on other data or weights is refused, not reused
     with run_lock(run.layout.lock) as held:
         if not held:
             raise RunBusy(f"run {run.path} is being written by another process right now: wait for it to finish "
