@@ -540,7 +540,7 @@ def describe(ticket: Ticket, model: torch.nn.Module | None = None) -> str:
                 text += f" (of the mask; the file records {json.dumps(value)})"
         else:
             text = value if isinstance(value, str) else json.dumps(value)
-        if k == "weights" and records_theta0(ticket):
+        if k == "weights" and records_theta0(ticket) and not str(value).startswith("reinit"):
             sha = theta0_checkpoint(ticket)
             model = str(meta.get("model") or "")
             text += (f" (drawn on checkpoint sha256:{sha[:12]}…: transfer with the same --weights)" if sha else

@@ -211,7 +211,7 @@ def _draw_levels(ctx: DrawContext, method: Method, levels: list[float], train, d
             run.unmark_done(level - 1)
             level -= 1
             continue
-        level_start, start_step = _level_start(ctx, level, start)
+        level_start, start_step = _level_start(ctx, level, start, dense_start=method.dense_start)
         if level_start is None:  # the rewind point was never saved: redo the dense level that captures it
             logger.warning("rewind point of %s is missing: training level 0 again to capture it", run.path)
             run.unmark_done(0)
@@ -330,9 +330,17 @@ def _start_weights(ctx: DrawContext, method: Method) -> tuple[dict, str]:
     return ctx.prepared.theta0, "theta0"
 
 
-def _level_start(ctx: DrawContext, level: int, start: dict) -> tuple[dict | None, int]:
+def _level_start(ctx: DrawContext, level: int, start: dict, *, dense_start: bool = False
+                 ) -> tuple[dict | None, int]:
     """(weights, first step): level 0 starts from ``start`` at step 0; with rewind step:K, later levels start
-    from the weights saved after step K, at step K. (None, K) when that rewind point was never saved."""
+    from the weights saved after step K, at step K. (None, K) when that rewind point was never saved.
+
+    With ``--rewind reinit`` the survivors go back to a random re-initialisation, but an iterative method's dense
+    level 0 (``dense_start``: IMP) is the pre-trained model's fine-tune (θ0), as for every other rewind point: its
+    trained weights rank level 1's mask (it trained from random weights, so the masks were not the pre-trained
+    model's at all). One-shot methods have no dense level: their level 0 is a ticket and starts from ``start``."""
+    if level == 0 and dense_start and ctx.rewind.kind == "reinit":
+        return ctx.prepared.theta0, 0
     if level == 0 or ctx.rewind.kind != "step":
         return start, 0
     path = ctx.run.layout.rewind
