@@ -334,3 +334,22 @@ def test_rewind_reinit_trains_the_dense_level_from_the_pretrained_weights(tmp_pa
     assert load_ticket(base.path / "level-01" / "ticket.safetensors").mask.equal(
         load_ticket(reinit.path / "level-01" / "ticket.safetensors").mask)
     assert load_ticket(reinit.path / "level-01" / "ticket.safetensors").meta["weights"].startswith("reinit")
+
+
+def test_a_reinit_ticket_transfers_from_a_random_reinit_not_theta0(tmp_path):
+    """A `--method reinit` ticket transferred with the default --init ticket started from θ0, so its "reinit
+    baseline" run was the IMP ticket's run (same hash, same scores; a newcomer). It now runs as --init reinit."""
+    common = dict(model="small-cnn", task="digits-5-9", schedule=ScheduleConfig(levels=1), train=FAST,
+                  data=DataConfig(train_size=120, limit=60))
+    imp = find_tickets(FindConfig(**common, method="imp"), out=tmp_path, device="cpu", progress=False)
+    rei = find_tickets(FindConfig(**common, method="reinit"), out=tmp_path, device="cpu", progress=False)
+    rei_ticket = sorted(rei.path.glob("level-*/ticket.safetensors"))[0]
+    assert load_ticket(rei_ticket).meta["weights"].startswith("reinit")
+    tcfg = dict(task="digits-0-4", train=FAST, data=DataConfig(train_size=120, limit=60))
+    as_default = transfer(TransferConfig(ticket=str(rei_ticket), **tcfg), out=tmp_path, device="cpu", progress=False)
+    explicit = transfer(TransferConfig(ticket=str(rei_ticket), init="reinit", **tcfg), out=tmp_path, device="cpu",
+                        progress=False)
+    from_imp = transfer(TransferConfig(ticket=str(imp.path / "level-01" / "ticket.safetensors"), **tcfg),
+                        out=tmp_path, device="cpu", progress=False)
+    assert as_default.path == explicit.path != from_imp.path
+    assert "init: reinit" in (as_default.path / "config.yaml").read_text()

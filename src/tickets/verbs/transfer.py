@@ -6,6 +6,7 @@ named by the resolved config, which identifies the ticket by its mask checksum, 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -77,6 +78,17 @@ def theta0_mismatch(ticket: Ticket, weights: str | Path | None) -> str | None:
             "the mask to the weights it was drawn from")
 
 
+def effective_init(cfg: TransferConfig, ticket: Ticket | None) -> str:
+    """``cfg.init`` with the default ``"ticket"`` resolved for tickets that say how they are meant to start: a
+    ticket drawn by the random re-initialisation baseline (``weights`` "reinit:…", carrying no weights) starts
+    from a random re-init — it started from θ0, so its "reinit baseline" scores were the IMP ticket's (a
+    newcomer's report). An explicit ``theta0`` or ``reinit`` is kept."""
+    if cfg.init == "ticket" and ticket is not None and not ticket.weights and \
+            str(ticket.meta.get("weights") or "").startswith("reinit"):
+        return "reinit"
+    return cfg.init
+
+
 def start_state(cfg: TransferConfig, prepared: Prepared, ticket: Ticket | None) -> tuple[dict, str]:
     """The weights fine-tuning starts from: θ0, the ticket's own weights, or a random re-init."""
     if cfg.init == "reinit":
@@ -96,7 +108,7 @@ def resolved_config(cfg: TransferConfig, model_id: str, task_name: str, family: 
     """The config as hashed and written to config.yaml: defaults filled, the ticket named by its mask checksum.
 
     Needs no loaded model or data, so `tickets run --dry-run` computes run directories with it too."""
-    config = hash_view(cfg)
+    config = hash_view(dataclasses.replace(cfg, init=effective_init(cfg, ticket)))
     config.update(model=model_id, task=task_name, train=hash_view(resolve_train(cfg.train, family, recipe)))
     if cfg.robust_eval is not None:
         config["robust_eval"] = hash_view(resolve_attack(cfg.robust_eval, "robust_eval"))
@@ -131,6 +143,12 @@ def transfer(
     validate_transfer(cfg)
     device = resolve_device(device)
     ticket = load_ticket(cfg.ticket) if cfg.ticket else None
+    init = effective_init(cfg, ticket)
+    if init != cfg.init:
+        logger.info("ticket %s is a random re-initialisation baseline (weights %s): fine-tuned from a random "
+                    "re-init, as --init reinit (pass --init theta0 to start from the pre-trained weights)",
+                    cfg.ticket, ticket.meta.get("weights"))
+        cfg = dataclasses.replace(cfg, init=init)
     model_name = model or cfg.model
     if ticket is not None and model is None and cfg.model in ("", "auto"):
         model_name = ticket.meta.get("model") or ""
