@@ -273,3 +273,42 @@ def test_from_pretrained_errors_are_one_line(tmp_path):
         with pytest.raises(TicketsError, match="not found") as info:
             Ticket.from_pretrained(missing)
         assert "Repo id" not in str(info.value)
+
+
+def test_mlflow_sink_resumed_level_continues_its_run(tmp_path, monkeypatch):
+    """A level killed mid-fine-tune and resumed logs to the same MLflow run, which ends FINISHED (it left a RUNNING
+    run with epoch 1 and a second run with the rest); a level run again after it finished gets a new run."""
+    mlflow = pytest.importorskip("mlflow")
+    from types import SimpleNamespace
+
+    from tickets.training.sinks import MLflowSink
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    run_dir = tmp_path / "find-abc"
+    run_dir.mkdir()
+
+    def epoch(sink, step, loss):
+        sink.on_epoch_end(SimpleNamespace(step=step, epoch=step // 10 - 1),
+                          {"train_loss": loss, "lr": 0.1, "examples_per_second": 50.0, "val": {"accuracy": 0.5}})
+
+    first = MLflowSink(run_dir, 0)
+    epoch(first, 10, 2.0)  # then SIGKILL: no finish, the run is never ended
+    second = MLflowSink(run_dir, 0)
+    epoch(second, 20, 1.5)
+    epoch(second, 30, 1.0)
+    second.finish({"test": {"accuracy": 0.7}, "sparsity": 0.0})
+
+    client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    exp = client.get_experiment_by_name("tickets")
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.run_name for r in runs] == ["find-abc/level-00"]
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.info.end_time is not None
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert sorted((m.step, m.value) for m in history) == [(10, 2.0), (20, 1.5), (30, 1.0)]
+    assert run.data.metrics["test_accuracy"] == 0.7 and run.data.params["sparsity"] == "0.000000"
+
+    again = MLflowSink(run_dir, 0)  # the finished run is not reopened
+    assert again.run_id != run.info.run_id
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"

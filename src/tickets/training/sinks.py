@@ -9,7 +9,8 @@ entry (``SINKS.register(name, factory)``), a factory ``(run_dir: Path, level: in
 * ``mlflow``: one MLflow run per level named ``<run-dir>/level-NN`` with the same metrics (step = optimizer steps)
   and the level's sparsity as a parameter; tracking URI ``$MLFLOW_TRACKING_URI`` (e.g. ``sqlite:///mlflow.db`` or
   a tracking server), else a local file store ``<out>/mlruns`` next to the run directories (needs ``mlflow`` or
-  ``mlflow-skinny``).
+  ``mlflow-skinny``). A resumed level (after a kill) continues its unfinished MLflow run rather than starting a
+  second one; a level run again after its run FINISHED gets a new run.
 """
 
 from __future__ import annotations
@@ -84,8 +85,26 @@ class MLflowSink(Sink):
         exp = self.client.get_experiment_by_name(exp_name)
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(exp_name)
         name = f"{Path(run_dir).name}/{RunLayout(run_dir).level(level).name}"
-        self.run_id = self.client.create_run(exp_id, run_name=name).info.run_id
+        tags = {"tickets.run": name, "tickets.run_dir": str(Path(run_dir).resolve())}
         self.step = 0
+        previous = self._unfinished(exp_id, tags)
+        if previous is not None:  # a resumed level (the last attempt was killed): keep logging to its run
+            self.run_id = previous.info.run_id
+            if previous.info.status != "RUNNING":
+                self.client.update_run(self.run_id, status="RUNNING")
+            steps = [m.step for m in self.client.get_metric_history(self.run_id, "train_loss")]
+            self.step = max(steps, default=0)
+        else:  # a first attempt, or a rerun of a level whose run already FINISHED: a new run
+            self.run_id = self.client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+
+    def _unfinished(self, exp_id: str, tags: dict[str, str]) -> Any:
+        """The latest run of this level (same run name and run directory) if it never finished, else None."""
+        if "'" in tags["tickets.run"]:
+            return None
+        runs = self.client.search_runs([exp_id], filter_string=f"tags.`tickets.run` = '{tags['tickets.run']}'",
+                                       order_by=["attributes.start_time DESC"])
+        runs = [r for r in runs if r.data.tags.get("tickets.run_dir") == tags["tickets.run_dir"]]
+        return runs[0] if runs and runs[0].info.status != "FINISHED" else None
 
     def on_epoch_end(self, state: LoopState, record: dict[str, Any]) -> None:
         self.step = state.step
