@@ -707,3 +707,12 @@ def test_counts_in_messages_agree_with_their_noun():
     with pytest.raises(TicketsError, match=r"has only 1 step \("):
         fine_tune(prepared.model, prepared.task, TrainConfig(epochs=1, max_steps=1, batch_size=64), device="cpu",
                   start_step=1, progress=False)
+
+
+def test_a_rewind_point_beyond_the_fine_tune_leaves_no_run_directory(tmp_path, capsys):
+    """The error was right ("beyond the 2 optimizer steps") but came after the run directory was made: config.yaml,
+    inputs.json, log.jsonl and .lock were left behind (a newcomer)."""
+    argv = ["find", "--model", "small-cnn", "--task", "digits-5-9", "--method", "imp", "--levels", "1",
+            "--rewind", "step:50", *FAST, "--out", str(tmp_path / "runs")]
+    one_line(capsys, main(argv), "rewind point step:50", "optimizer steps")
+    assert not list((tmp_path / "runs").glob("find-*"))

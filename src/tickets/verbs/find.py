@@ -143,6 +143,11 @@ def find_tickets(
     pattern = get_pattern(cfg.pattern)
     pattern.setup(prepared.model, prepared.names, prepared.spec)
     train = resolve_train(cfg.train, prepared.family, prepared.recipe)
+    steps = math.ceil(len(prepared.task.train) / train.batch_size) * train.epochs
+    steps = min(steps, train.max_steps or steps)
+    if rewind.kind == "step" and rewind.step >= steps:  # before the run directory exists: nothing left behind
+        raise TicketsError(f"rewind point step:{rewind.step} is beyond the {counted(steps, 'optimizer step')} of "
+                           "a fine-tune: choose a smaller K or train longer")
     config = resolved_config(cfg, model_id=prepared.model_id, task=prepared.task.name, prunable=prepared.prunable,
                              family=prepared.family, recipe=prepared.recipe, variant=prepared.variant)
     run = RunDir(out, "find", config)
@@ -180,11 +185,6 @@ def _draw_levels(ctx: DrawContext, method: Method, levels: list[float], train, d
     logger.info("find %s %s on %s: %d levels -> %s", cfg.method, prepared.model_id, prepared.task.name,
                 len(levels), run.path)
     start, weights_label = _start_weights(ctx, method)
-    steps = math.ceil(len(prepared.task.train) / train.batch_size) * train.epochs
-    steps = min(steps, train.max_steps or steps)
-    if ctx.rewind.kind == "step" and ctx.rewind.step >= steps:
-        raise TicketsError(f"rewind point step:{ctx.rewind.step} is beyond the {counted(steps, 'optimizer step')} of "
-                           "a fine-tune: choose a smaller K or train longer")
     from tickets.diagnostics import shortfall_warning, sparsity_warnings, unit_warnings
 
     # θ0's scales, once per run, when one ranking compares tensors (global scope; not layer-wise, not N:M)
