@@ -211,3 +211,16 @@ def test_shortfall_warning_when_a_pattern_cannot_reach_the_sparsity():
     assert line and "asked for 90.00%" in line and "head pattern reached 30.56%" in line and "head+neuron" in line
     assert shortfall_warning(0.2, 0.19, "channel") is None  # group granularity: close enough
     assert shortfall_warning(0.5, 0.47, "channel") is None and shortfall_warning(0.5, 0.44, "channel")
+
+
+def test_notes_say_when_validation_comes_from_the_shipped_weights_training_split(shared_data, shared_models):
+    """ResNet-20 CIFAR-10 on cifar10: validation accuracy 0.98 against 0.89 on test (a newcomer), because the
+    validation split is carved from the images the shipped weights were trained on."""
+    from tickets.tasks.base import DataConfig
+    from tickets.verbs.prepare import prepare
+
+    data = DataConfig(train_size=64, limit=16)
+    same = prepare("resnet20-cifar10", "cifar10", data=data, data_root=shared_data, model_root=shared_models)
+    assert any("trained on, so validation scores run high" in n for n in same.notes())
+    other = prepare("resnet20-cifar10", "mnist", data=data, data_root=shared_data, model_root=shared_models)
+    assert not any("validation scores run high" in n for n in other.notes())

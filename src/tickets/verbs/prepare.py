@@ -56,6 +56,10 @@ class Prepared:
         left out when the user set them all)."""
         info = self.spec.info
         out = [f"{self.model_id}: {info[k]}" for k in ("pooler_note", "dtype_note", "pruned_heads_note") if info.get(k)]
+        if self.spec.pretrained_task and self.spec.pretrained_task == self.task.name:
+            out.append(f"{self.model_id}: the validation examples are carved from {self.task.name}'s training split, "
+                       "which the shipped weights were trained on, so validation scores run high and pick epochs on "
+                       "seen data; test scores are unaffected")
         if info.get("weights_notes") and not self._shipped_weights():  # --weights: the prefix stripped, …
             out += [f"weights {Path(str(info['weights'])).name}: {note}" for note in info["weights_notes"]]
         applied = {k: v for k, v in (self.recipe or {}).items() if train is None or getattr(train, k, None) is None}
