@@ -306,40 +306,39 @@ def layer_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict
     plt = _plt()
     for model, tickets, _levels, kinds in _tickets_by_model(ctx):
         names: list[str] | None = None
-        data: dict[tuple, dict[str, list[float]]] = {}
+        data: dict[tuple, dict[str, list[float]]] = {}  # (panel sparsity, source, method) → tensor → values
         sizes: dict[str, int] = {}
-        overall: dict[int, list[float]] = {}
-        levels = []
+        overall: dict[float, list[float]] = {}
+        panels: dict[float, int] = {}  # panel sparsity → the lowest level number in it (for the records)
         for key in sorted({round(t["sparsity"], 3) for t in tickets}):
             at = [t for t in tickets if round(t["sparsity"], 3) == key]
-            level = min(t["level"] for t in at)
-            levels.append(level)
+            panels[key] = min(t["level"] for t in at)
             masks = _load_masks([t["path"] for t in at])
             for t in at:
                 mask = masks[t["path"]]
                 names = names or mask.names
                 sizes = sizes or {n: mask[n].numel() for n in mask.names}
                 per = mask.per_tensor_sparsity()
-                overall.setdefault(level, []).append(mask.sparsity)
+                overall.setdefault(key, []).append(mask.sparsity)
                 for n, v in per.items():
-                    data.setdefault((level, t["source"], t["method"]), {}).setdefault(n, []).append(v)
+                    data.setdefault((key, t["source"], t["method"]), {}).setdefault(n, []).append(v)
         if not names:
             continue
         short = _short_names(names)
-        for (level, source, method), per in data.items():
+        for (key, source, method), per in data.items():
             for n, sh in zip(names, short):
                 vals = per.get(n, [])
                 if vals:
-                    records.append({"model": model, "level": level, "source": source, "method": method,
+                    records.append({"model": model, "level": panels[key], "source": source, "method": method,
                                     "tensor": n, "weights": sizes[n], "sparsity": sum(vals) / len(vals),
                                     "n": len(vals)})
-        nrows = len(levels)
+        nrows = len(panels)  # one panel per sparsity
         fig, axes = plt.subplots(nrows, 1, figsize=(max(7.5, 0.3 * len(names) + 2.5), 2.0 * nrows + 1.6), dpi=110,
                                  squeeze=False, sharex=True)
         xs = list(range(len(names)))
-        for ax, level in zip(axes[:, 0], levels):
+        for ax, key in zip(axes[:, 0], panels):
             for i, (source, method) in enumerate(kinds):
-                per = data.get((level, source, method))
+                per = data.get((key, source, method))
                 if not per:
                     continue
                 ys = [100 * sum(per[n]) / len(per[n]) for n in names]
@@ -349,7 +348,7 @@ def layer_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict
                         color=_COLOURS[i % len(_COLOURS)],
                         ls="-" if method == "imp" else ("--" if method == "omp" else ":"),
                         label=f"{method} on {source}")
-            target = 100 * sum(overall[level]) / len(overall[level])
+            target = 100 * sum(overall[key]) / len(overall[key])
             ax.axhline(target, color="black", lw=0.8, ls=":")
             ax.set_ylim(-3, 103)
             ax.set_ylabel("sparsity (%)", fontsize=8)
