@@ -117,15 +117,10 @@ def load_model(name: str, *, model_root: str | os.PathLike | None = None, pretra
     if weights is not None and _accepts(factory, name, kwargs) is False and _accepts(factory, name, bare) is True:
         raise TicketsError(f"model {name!r} takes no --weights file: drop --weights (for Hugging Face models "
                            "pass the checkpoint folder as hf:<path>)")
-    try:
-        spec = call_factory("model", name, factory, (name,), kwargs, returns=ModelSpec,
-                            signature="`def load(name, *, model_root=None, pretrained=True, weights=None)`",
-                            fix="return a ModelSpec, e.g. tickets.models.from_module(net, head='fc', name=name)")
-    except TypeError as exc:
-        if weights is not None and "weights" in str(exc):
-            raise TicketsError(f"model {name!r} takes no --weights file: drop --weights (for Hugging Face models "
-                               "pass the checkpoint folder as hf:<path>)") from None
-        raise
+    # the signature was checked above and by call_factory: a TypeError from here on is raised inside the factory
+    spec = call_factory("model", name, factory, (name,), kwargs, returns=ModelSpec,
+                        signature="`def load(name, *, model_root=None, pretrained=True, weights=None)`",
+                        fix="return a ModelSpec, e.g. tickets.models.from_module(net, head='fc', name=name)")
     spec.family = entry.meta.get("family", spec.family)
     return spec
 
