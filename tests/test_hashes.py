@@ -51,8 +51,10 @@ FINDS = {
     "find-01c46df49021": FindConfig(model="small-cnn", task="digits-5-9", rewind="step:3",
                                     schedule=ScheduleConfig(kind="explicit", sparsities=[0.5])),
     "find-1ee46147038a": FindConfig(model="resnet20-cifar10", task="cifar10", method="reinit", prunable="cnn-all"),
-    # rewind "init" is now spelled "reinit" (both accepted): this one moved when the spellings were unified
-    "find-59502e084887": FindConfig(model="small-cnn", task="digits-5-9", rewind="init",
+    # rewind "init" is now spelled "reinit" (both accepted): this one moved when the spellings were unified, and
+    # again (was find-59502e084887) when IMP's dense level 0 of a reinit rewind started training from θ0 instead of
+    # a random init (2026-11-30): another computation, so another directory
+    "find-30a7b7d97c18": FindConfig(model="small-cnn", task="digits-5-9", rewind="init",
                                     schedule=ScheduleConfig(kind="explicit", sparsities=[0.5])),
 }
 TICKET = Ticket(Mask({"w": torch.tensor([True, False])}), {"checksum": "sha256:" + "ab" * 32})

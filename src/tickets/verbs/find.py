@@ -81,6 +81,10 @@ def resolved_config(cfg: FindConfig, *, model_id: str, task: str, prunable: Prun
         d["model_variant"] = dict(variant)
     if cfg.robust_eval is not None:
         d["robust_eval"] = hash_view(resolve_attack(cfg.robust_eval, "robust_eval"))
+    if d["rewind"] == "reinit" and get_method(cfg.method).dense_start:
+        # IMP's dense level 0 of a reinit-rewind run trains from θ0 (it trained from a random init before
+        # 2026-11-30): a new key, so those older runs get their own directory instead of being resumed or reused
+        d["dense_level_from"] = "theta0"
     return d
 
 
