@@ -117,7 +117,8 @@ def test_a_recipe_fills_only_options_left_unset():
 
     from tickets.verbs.prepare import Prepared
 
-    fake = SimpleNamespace(model_id="minilm-l6", recipe=recipe, spec=SimpleNamespace(info={"recipe_reason": "why"}))
+    fake = SimpleNamespace(model_id="minilm-l6", recipe=recipe,
+                           spec=SimpleNamespace(info={"recipe_reason": "why"}, pretrained_task=None))
     lines = Prepared.notes(fake, TrainConfig(warmup=0.0))
     assert lines == ["minilm-l6 declares its training recipe (lr 0.0001) for options you did not set: why"]
     assert Prepared.notes(fake, TrainConfig(warmup=0.0, lr=3e-5)) == []
