@@ -154,6 +154,13 @@ class TrainResult:
     examples_per_second: float = 0.0
 
 
+def fine_tune_steps(n_train: int, cfg: TrainConfig) -> int:
+    """Optimizer steps of one fine-tune of ``n_train`` examples: ⌈n_train / batch⌉ per epoch × epochs, capped by
+    ``max_steps`` (the count ``fine_tune`` trains and ``find`` checks a rewind point against)."""
+    steps = math.ceil(n_train / cfg.batch_size) * cfg.epochs
+    return min(steps, cfg.max_steps) if cfg.max_steps is not None else steps
+
+
 def fine_tune(
     model: nn.Module,
     task: Task,
@@ -211,9 +218,7 @@ def fine_tune(
     steps_per_epoch = math.ceil(len(task.train) / cfg.batch_size)
     if steps_per_epoch == 0:
         raise TicketsError(f"task {task.name!r} has no training examples: raise --train-size")
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
+    total_steps = fine_tune_steps(len(task.train), cfg)
     if not 0 <= start_step < total_steps:
         raise TicketsError(f"training would start at step {start_step} but has only {counted(total_steps, 'step')} "
                            f"({steps_per_epoch} per epoch): choose a rewind step K below {total_steps} or train longer")

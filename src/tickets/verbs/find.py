@@ -13,7 +13,6 @@ never trusted and never fatal; finished levels are never deleted.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -36,6 +35,7 @@ from tickets.runtime import barrier, resolve_device
 from tickets.tasks.base import Task
 from tickets.ticket import Ticket, load_ticket, save_ticket
 from tickets.training.callbacks import Callback, GradientUse, RewindCapture
+from tickets.training.loop import fine_tune_steps
 from tickets.verbs.level import run_level
 from tickets.verbs.prepare import Prepared, prepare, random_init_state, task_options
 
@@ -147,8 +147,7 @@ def find_tickets(
     pattern = get_pattern(cfg.pattern)
     pattern.setup(prepared.model, prepared.names, prepared.spec)
     train = resolve_train(cfg.train, prepared.family, prepared.recipe)
-    steps = math.ceil(len(prepared.task.train) / train.batch_size) * train.epochs
-    steps = min(steps, train.max_steps or steps)
+    steps = fine_tune_steps(len(prepared.task.train), train)
     if rewind.kind == "step" and rewind.step >= steps:  # before the run directory exists: nothing left behind
         raise TicketsError(f"rewind point step:{rewind.step} is beyond the {counted(steps, 'optimizer step')} of "
                            "a fine-tune: choose a smaller K or train longer")
