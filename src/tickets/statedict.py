@@ -23,7 +23,8 @@ Everything a weights file (``--weights``) or a name-keyed mask goes through:
 * ``state_digest`` / ``file_digest``: sha256 identities for run hashes.
 
 Every failure is one ``TicketsError`` line naming the problem and the fix. This module imports only torch,
-safetensors (a core dependency) and ``tickets.errors``, so models, tickets and masks can all use it.
+safetensors (a core dependency), ``tickets.errors`` and ``tickets.fileio``, so models, tickets and masks can all use
+it.
 """
 
 from __future__ import annotations

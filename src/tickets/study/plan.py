@@ -111,13 +111,21 @@ class Expander:
     def preset(self, model: str) -> str:
         """The model's default prunable preset: from the registry, else built once without weights."""
         if model not in self._presets:
-            from tickets.models import MODELS, load_model
+            from tickets.models import MODELS
 
             preset = MODELS.meta(model).get("preset")
             if preset is None:
-                preset = load_model(model, model_root=self.model_root, pretrained=False).prunable_preset
+                preset = self.skeleton(model).prunable_preset
             self._presets[model] = preset
         return self._presets[model]
+
+    def skeleton(self, model: str) -> Any:
+        """The model built without weights (``load_model(pretrained=False)``), once per model."""
+        from tickets.models import load_model
+
+        if model not in self._skeletons:
+            self._skeletons[model] = load_model(model, model_root=self.model_root, pretrained=False)
+        return self._skeletons[model]
 
     def check_structure(self, job: Job) -> None:
         """A find job's prunable set and pattern must fit its model: checked now on the model built without weights
@@ -125,7 +133,6 @@ class Expander:
         runs, not a failed job after the dense baselines trained (``pattern: head`` on a CNN, ``prunable: bert``
         on a CNN)."""
         from tickets.masks import PrunableSet
-        from tickets.models import load_model
         from tickets.patterns import get_pattern
 
         cfg = job.config
@@ -133,9 +140,10 @@ class Expander:
         if key in self._structures:
             return
         self._structures.add(key)
-        if cfg.model not in self._skeletons:
-            self._skeletons[cfg.model] = load_model(cfg.model, model_root=self.model_root, pretrained=False)
-        spec = self._skeletons[cfg.model]
+        try:
+            spec = self.skeleton(cfg.model)
+        except TicketsError:  # not buildable here yet (an hf: folder not downloaded): the job reports it when it runs
+            return
         try:
             names = PrunableSet.parse(cfg.prunable or spec.prunable_preset).resolve(spec.module)
             heads = tuple(h + "." for h in spec.head)

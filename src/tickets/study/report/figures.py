@@ -22,6 +22,7 @@ from tickets.study.matching import (
     baseline_for,
     dense_baselines,
     higher_is_better,
+    is_adversarial_fine_tune,
     is_matching,
     ticket_curves,
     transfer_matrices,
@@ -489,7 +490,7 @@ def pattern_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[di
                     if (m_, t_, f_) != (model, target, fraction) or label not in parts:
                         continue
                     method, pat, robust = parts[label]
-                    if pat != pattern or "adv-ft" in label:
+                    if pat != pattern or is_adversarial_fine_tune(label):
                         continue
                     metric = pts[0]["metric"]
                     s = score_scale(metric)
@@ -569,7 +570,7 @@ def latency_figures(ctx: dict, out: Path, latency: dict | None) -> tuple[list[st
         for ax, target in zip(axes.flat, targets):
             metric = None
             for (m_, t_, f_, source, label), pts in sorted(curves.items(), key=lambda kv: str(kv[0])):
-                if (m_, t_, f_) != (model, target, fraction) or label not in parts or "adv-ft" in label:
+                if (m_, t_, f_) != (model, target, fraction) or label not in parts or is_adversarial_fine_tune(label):
                     continue
                 method, pattern, robust = parts[label]
                 metric = pts[0]["metric"]
@@ -596,8 +597,9 @@ def latency_figures(ctx: dict, out: Path, latency: dict | None) -> tuple[list[st
                     drawn = True
                     ax.errorbar(xs, ys, yerr=es, color=colours[pattern], ls="--" if robust else "-",
                                 marker="s" if robust else "o", mfc="white" if robust else colours[pattern], ms=5,
-                                capsize=2, lw=1.2, label=with_setting(
-                                    f"{pattern_name(pattern)} {'robust' if robust else 'standard'}", settings_of[label]))
+                                capsize=2, lw=1.2,
+                                label=with_setting(f"{pattern_name(pattern)} {'robust' if robust else 'standard'}",
+                                                   settings_of[label]))
             d = dense.get((model, target, fraction))
             s = score_scale(metric or "accuracy")
             if d is not None:

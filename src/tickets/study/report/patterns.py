@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tickets.study.matching import higher_is_better
+from tickets.study.matching import higher_is_better, is_adversarial_fine_tune
 from tickets.study.report.labels import with_setting
 
 LATENCY_FILE = "compaction.json"
@@ -87,7 +87,7 @@ def robust_vs_standard(rows: list[dict]) -> list[dict]:
     standard, robust, diff}] and ``_stats`` (n, mean_diff, sd, se, robust_wins, standard_wins, ties, verdict)."""
     groups: dict[tuple, dict[bool, dict[int, dict[int, dict]]]] = {}
     for r in rows:
-        if r["kind"] not in ("find", "transfer") or not r["level"] or "adv-ft" in str(r.get("method")):
+        if r["kind"] not in ("find", "transfer") or not r["level"] or is_adversarial_fine_tune(r.get("method")):
             continue
         key = (r["model"], r.get("pattern") or "unstructured",
                with_setting(r.get("base_method") or r["method"], r.get("setting")), r["source"], r["target"],
