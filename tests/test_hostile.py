@@ -591,7 +591,13 @@ def test_eval_weights_take_every_layout_find_takes_and_name_the_prefix(layout, t
     out, err = capsys.readouterr()
     assert "stripped wrapper prefix 'module.'" in err and "Traceback" not in err
     assert main([*argv, "--weights", str(plain)]) == 0
-    assert json.loads(capsys.readouterr().out) == json.loads(out)  # the same weights, the same scores
+    again = json.loads(capsys.readouterr().out)
+    first = json.loads(out)
+    assert again.pop("weights") == str(plain) and first.pop("weights") == str(weights)
+    assert again == first  # the same weights, the same scores
+    # the result line names the weights it scored
+    assert main([a for a in argv if a != "--json"] + ["--weights", str(plain)]) == 0
+    assert f"small-cnn (weights {plain}) on digits-0-4/test" in capsys.readouterr().out
 
 
 def test_find_weights_with_a_wrapper_prefix_says_which_prefix(tmp_path, capsys):

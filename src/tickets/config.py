@@ -156,7 +156,7 @@ class DataConfig:
 class TrainConfig:
     """The masked fine-tuning loop's hyperparameters. ``None`` means "the model family's default"."""
 
-    epochs: int = option(3, ge=1, help="fine-tuning epochs per level (default 3)")
+    epochs: int = option(3, ge=1, help="epochs per fine-tune (find: per level; default 3)")
     batch_size: int | None = option(None, ge=1, help="default 64 (CNN) / 32 (transformer)")
     optimizer: str | None = option(None, choices=OPTIMIZERS, help="default sgd (CNN) / adamw (transformer)")
     lr: float | None = option(None, gt=0, help="peak learning rate; default 0.05 (CNN) / 2e-5 (transformer)")

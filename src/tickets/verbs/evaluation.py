@@ -104,6 +104,8 @@ def evaluate_model(
     metrics["task"] = prepared.task.name
     metrics["model"] = prepared.model_id
     metrics["primary_metric"] = prepared.task.primary_metric
+    if cfg.weights:
+        metrics["weights"] = str(cfg.weights)
     if mask is not None:
         metrics["sparsity"] = mask.sparsity
     if cfg.robust is not None:
@@ -167,14 +169,16 @@ def _feature_source(model: torch.nn.Module) -> str:
 
 
 def format_metrics(m: dict) -> str:
-    """One line: "resnet20-cifar10 on cifar10/test (10000 examples): accuracy 91.73%"."""
+    """One line: "resnet20-cifar10 on cifar10/test (10000 examples): accuracy 91.73%" (with ", weights F" after
+    the model when ``--weights F`` was scored)."""
     keys = [k for k in m if isinstance(m[k], float) and k not in ("sparsity",)]
     parts = []
     for k in [m["primary_metric"]] + [k for k in keys if k != m["primary_metric"]]:
         v = m[k]
         pct = k in ("accuracy", "f1", "masked_accuracy") or k.endswith("accuracy")
         parts.append(f"{k} {v:.2%}" if pct else f"{k} {v:.4f}")
-    where = f"{m['model']} on {m['task']}/{m['split']} ({m['examples']} examples"
+    model = f"{m['model']} (weights {m['weights']})" if m.get("weights") else m["model"]
+    where = f"{model} on {m['task']}/{m['split']} ({m['examples']} examples"
     where += f", ticket {m['sparsity']:.2%} sparse)" if "sparsity" in m else ")"
     return f"{where}: " + ", ".join(parts) + (f"; {format_robust(m['robust'])}" if m.get("robust") else "")
 
