@@ -780,6 +780,6 @@ def test_kinds_sort_with_missing_fields(tmp_path):
     assert files and "imp from an unknown task" in {r["ticket"] for r in records}
     tickets = [{"model": "m", "source": s, "method": m, "level": 1} for s, m in (("A", "imp"), (None, "omp"),
                                                                                ("B", None))]
-    (_, _, _, kinds), = figures._tickets_by_model({"tickets": tickets})
+    (_, _, kinds), = figures._tickets_by_model({"tickets": tickets})
     assert kinds == [("A", "imp"), ("B", None), (None, "omp")]
     assert ticket_label(None, "A", None) == "ticket from an unknown task"

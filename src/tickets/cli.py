@@ -323,7 +323,7 @@ LISTINGS = {"models": ("model names", "tickets.models:MODELS"), "tasks": ("task 
 # ----------------------------------------------------------------------------------------------------------------
 # commands
 # ----------------------------------------------------------------------------------------------------------------
-def _config(cls: type, args: argparse.Namespace, where: str):
+def _config(cls: type, args: argparse.Namespace):
     """(config, run options) from ``--config`` merged with the flags given (flags win)."""
     from tickets.config import RunOptions, load_config, load_yaml_document
     from tickets.hparams import merge
@@ -332,7 +332,7 @@ def _config(cls: type, args: argparse.Namespace, where: str):
     flags = config_overrides(args, cls)
     flags.update(config_overrides(args, RunOptions))
     # errors in keys the file set cite it as <file>:<line>:
-    return load_config(cls, merge(doc.data if doc else {}, flags), where, doc=doc, flags=flags)
+    return load_config(cls, merge(doc.data if doc else {}, flags), "", doc=doc, flags=flags)
 
 
 def _setup(run) -> dict:
@@ -370,7 +370,7 @@ def cmd_find(args: argparse.Namespace) -> int:
     from tickets.config import FindConfig
     from tickets.verbs.find import find_tickets
 
-    cfg, run = _config(FindConfig, args, "")
+    cfg, run = _config(FindConfig, args)
     result = find_tickets(cfg, **_setup(run))
     print(f"run: {result.path}")
     robust = any("robust" in r for r in result.levels)
@@ -386,7 +386,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from tickets.config import TransferConfig
     from tickets.verbs.transfer import transfer
 
-    cfg, run = _config(TransferConfig, args, "")
+    cfg, run = _config(TransferConfig, args)
     res = transfer(cfg, **_setup(run))
     m = res.metrics
     print(f"run: {res.path}")
@@ -403,7 +403,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tickets.config import EvalConfig
     from tickets.verbs.evaluation import evaluate_model, format_metrics
 
-    cfg, run = _config(EvalConfig, args, "")
+    cfg, run = _config(EvalConfig, args)
     kw = _setup(run)
     metrics = evaluate_model(cfg, device=kw["device"], data_root=kw["data_root"], model_root=kw["model_root"],
                              progress=kw["progress"])
@@ -415,7 +415,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from tickets.config import PretrainConfig
     from tickets.verbs.pretrain import pretrain
 
-    cfg, run = _config(PretrainConfig, args, "")
+    cfg, run = _config(PretrainConfig, args)
     res = pretrain(cfg, **_setup(run))
     m = res.metrics
     print(f"run: {res.path}")

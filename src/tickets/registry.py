@@ -291,8 +291,8 @@ def load_plugins(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
             if isinstance(exc, _PluginError):
                 raise
             raise _plugin_failure(module, exc) from exc
-        _PLUGINS_LOADED.add(module if key == module else key)
-        loaded.append(module if key == module else key)
+        _PLUGINS_LOADED.update({module, key})  # the name given and, for a .py path, the file it resolved to
+        loaded.append(key)
     try:
         from importlib.metadata import entry_points
 

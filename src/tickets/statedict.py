@@ -513,8 +513,7 @@ def _result(
     for other in shadowed:
         count = sum(s.startswith(other.strip) for s in fit.outside)
         notes.append(f"ignored {counted(count, 'key')} under {other.strip!r}{_wrapper_label(other.strip)}, a copy of "
-                     "the "
-                     "same network")
+                     "the same network")
     outside = [s for s in fit.outside if not any(s.startswith(other.strip) for other in shadowed)]
     if outside:
         notes.append(f"ignored {counted(len(outside), 'key')} outside {fit.strip!r}: {_first(outside)}")
@@ -523,8 +522,7 @@ def _result(
     if fit.projection:
         notes.append(
             f"dropped {counted(len(fit.projection), 'projection-head key')} under {_first(heads, 2)} that match "
-            "nothing in the "
-            f"model: {_first(fit.projection)}"
+            f"nothing in the model: {_first(fit.projection)}"
         )
     if not subset:
         fed = set(fit.mapping.values())
@@ -672,6 +670,12 @@ class LoadReport:
     @property
     def head_loaded(self) -> bool:
         return not self.fresh
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What a ModelSpec's ``info`` records about the file (``weights``, ``weights_sha256``, ``weights_notes``):
+        run hashes, ``Prepared.inputs`` and the notes printed for a run read it."""
+        return {"weights": self.path, "weights_sha256": self.sha256, "weights_notes": self.notes}
 
 
 def load_checkpoint(

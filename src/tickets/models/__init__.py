@@ -40,7 +40,7 @@ def _small_cnn(name: str, *, model_root=None, pretrained: bool = True, weights=N
         from tickets.statedict import load_checkpoint
 
         report = load_checkpoint(spec.module, weights, head=tuple(spec.head))
-        spec.info.update(weights=report.path, weights_sha256=report.sha256, weights_notes=report.notes)
+        spec.info.update(report.info)
     return spec
 
 

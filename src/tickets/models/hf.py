@@ -719,6 +719,27 @@ def sentence_transformers_pooling(source: str, local_only: bool = True) -> str |
     return "unknown"
 
 
+def write_pooling_config(out: str | os.PathLike, pooling: str, hidden_size: int) -> list[Path]:
+    """Write ``pooling`` ("mean", "cls", "max") into folder ``out`` the way a sentence-transformers checkpoint
+    states it (``modules.json`` + ``1_Pooling/config.json``): what :func:`sentence_transformers_pooling` reads back
+    (``tickets export`` uses it so a mean-pooled model reloads as trained); returns the files. TicketsError for a
+    pooling without a sentence-transformers form."""
+    from tickets.fileio import write_json
+
+    modes = [ours for ours in ST_POOLING_MODES.values() if ours]
+    if pooling not in modes:
+        raise TicketsError(f"pooling {pooling!r} has no sentence-transformers form: choose one of {', '.join(modes)}")
+    out = Path(out)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    config = {"word_embedding_dimension": int(hidden_size),
+              **{key: ours == pooling for key, ours in ST_POOLING_MODES.items()}, "include_prompt": True}
+    (out / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    write_json(out / "modules.json", modules)
+    write_json(out / "1_Pooling" / "config.json", config)
+    return [out / "modules.json", out / "1_Pooling" / "config.json"]
+
+
 def _pooler_params(base: nn.Module) -> list[str]:
     return [n for n, _ in base.named_parameters() if "pooler" in n.split(".")]
 

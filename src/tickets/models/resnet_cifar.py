@@ -116,7 +116,7 @@ def build_resnet(depth: int, weights: str | os.PathLike | None) -> ModelSpec:
     if weights is not None:
         what = f"could not load weights for {name!r} from {str(weights)!r}"
         report = load_checkpoint(module, weights, head=("linear",), what=what)
-        info.update(weights=report.path, weights_sha256=report.sha256, weights_notes=report.notes)
+        info.update(report.info)
         head_loaded = report.head_loaded
     module.eval()
     return ModelSpec(

@@ -270,7 +270,7 @@ def load(
 
         what = f"could not load weights for {name!r} from {str(path)!r}"
         report = load_checkpoint(module, path, head=(head,), what=what)
-        info.update(weights=report.path, weights_sha256=report.sha256, weights_notes=report.notes)
+        info.update(report.info)
         if report.head_loaded:
             info["head"] = f"loaded from the file ({NUM_CLASSES} ImageNet classes)"
             pretrained_task = "imagenet"

@@ -49,7 +49,7 @@ def from_tensors(name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any
         names = [str(i) for i in range(top_train + 1)]
     raw = RawImages(xs[0], ys[0], xs[1], ys[1], names, scale=scale, source="tensors")
     return build_image_task(name, raw, model=model, data=data, seed=seed,
-                            flip=(True if flip is None else bool(flip)) if wanted else False)
+                            flip=wanted and flip is not False)
 
 
 CONSTRUCTORS["tensors"] = from_tensors

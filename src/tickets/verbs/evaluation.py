@@ -54,7 +54,7 @@ def prepare_with_weights(cfg: EvalConfig, *, data_root: str | Path | None = None
                            f"--weights {cfg.weights} --task {task} --save-weights`")
     for note in report.notes:
         logger.info("weights %s: %s", Path(cfg.weights).name, note)
-    prepared.spec.info.update(weights=report.path, weights_sha256=report.sha256, weights_notes=report.notes)
+    prepared.spec.info.update(report.info)
     return prepared
 
 

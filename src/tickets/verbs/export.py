@@ -18,7 +18,7 @@ Two forms:
   writes ``export.json``: what was exported from what. Hugging Face folders (masked and compact) ship the
   tokenizer. A text model whose head reads pooled tokens, not the pooler (``HFTextModel.pooling``: MiniLM-L6's
   mean pooling) records ``pooling`` and a ``pooling_note`` in ``export.json``; its masked folder also gets
-  sentence-transformers' ``modules.json`` + ``1_Pooling/config.json`` (``write_pooling_config``), so
+  sentence-transformers' ``modules.json`` + ``1_Pooling/config.json`` (``models.hf.write_pooling_config``), so
   ``load_model("hf:<folder>")`` pools the same way, and the export warns that plain transformers cannot.
 """
 
@@ -84,7 +84,7 @@ def load_model_weights(name: str, weights: str | os.PathLike | None = None, *,
         report = load_checkpoint(spec.module, weights, head=tuple(spec.head))
         for note in report.notes:
             logger.info("weights %s: %s", Path(weights).name, note)
-        spec.info.update(weights=report.path, weights_sha256=report.sha256, weights_notes=report.notes)
+        spec.info.update(report.info)
     return spec
 
 
@@ -231,6 +231,8 @@ def _save_safetensors(module: torch.nn.Module, description: dict | None, spec: M
                 spec.tokenizer.save_pretrained(str(out))
         pooling = _text_pooling(module)
         if pooling is not None:  # how the head reads the sequence, where tickets' loader looks for it
+            from tickets.models.hf import write_pooling_config
+
             write_pooling_config(out, pooling, int(getattr(task_model.config, "hidden_size", 0)
                                                       or getattr(task_model.config, "dim", 0)))
         return _listing(out)
@@ -270,24 +272,3 @@ def _pooling_note(pooling: str, *, compact: bool, fmt: str) -> str:
             f"logits: pool the last hidden states by {pooling} yourself and apply the classifier")
 
 
-ST_POOLING_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens"}
-
-
-def write_pooling_config(out: str | os.PathLike, pooling: str, hidden_size: int) -> list[Path]:
-    """Write ``pooling`` ("mean", "cls", "max") into folder ``out`` the way a sentence-transformers checkpoint
-    states it (``modules.json`` + ``1_Pooling/config.json``), which ``tickets.models.hf.load_hf_model`` reads
-    (``pooling="auto"``); returns the files."""
-    if pooling not in ST_POOLING_KEYS:
-        raise TicketsError(f"pooling {pooling!r} has no sentence-transformers form: choose one of "
-                           f"{', '.join(ST_POOLING_KEYS)}")
-    out = Path(out)
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-    config = {"word_embedding_dimension": int(hidden_size),
-              **{key: name == pooling for name, key in ST_POOLING_KEYS.items()},
-              "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
-              "pooling_mode_lasttoken": False, "include_prompt": True}
-    (out / "1_Pooling").mkdir(parents=True, exist_ok=True)
-    write_json(out / "modules.json", modules)
-    write_json(out / "1_Pooling" / "config.json", config)
-    return [out / "modules.json", out / "1_Pooling" / "config.json"]

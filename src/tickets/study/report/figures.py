@@ -287,13 +287,13 @@ def _fraction_tag(fraction: float) -> str:
     return "" if fraction == 1.0 else f"f{fraction:g}"
 
 
-def _tickets_by_model(ctx: dict) -> list[tuple[str, list[dict], list[int], list[tuple[str, str]]]]:
-    """(model, its tickets, their levels, their (source, method) kinds — IMP first) per model of the study."""
+def _tickets_by_model(ctx: dict) -> list[tuple[str, list[dict], list[tuple[str, str]]]]:
+    """(model, its tickets, their (source, method) kinds — IMP first) per model of the study (figures pair the
+    tickets by sparsity, not by level number)."""
     by_model: dict[str, list[dict]] = {}
     for t in ctx["tickets"]:
         by_model.setdefault(t["model"], []).append(t)
-    return [(model, tickets, sorted({t["level"] for t in tickets}),
-             sorted({(t["source"], t["method"]) for t in tickets}, key=lambda sm: kind_order(*sm)))
+    return [(model, tickets, sorted({(t["source"], t["method"]) for t in tickets}, key=lambda sm: kind_order(*sm)))
             for model, tickets in by_model.items()]
 
 
@@ -305,7 +305,7 @@ def layer_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[dict
     lowest level number among the tickets of its panel."""
     files, md, records = [], [], []
     plt = _plt()
-    for model, tickets, _levels, kinds in _tickets_by_model(ctx):
+    for model, tickets, kinds in _tickets_by_model(ctx):
         names: list[str] | None = None
         data: dict[tuple, dict[str, list[float]]] = {}  # (panel sparsity, source, method) → tensor → values
         sizes: dict[str, int] = {}
@@ -379,7 +379,7 @@ def overlap_figures(ctx: dict, out: Path) -> tuple[list[str], list[str], list[di
 
     files, md, records = [], [], []
     plt = _plt()
-    for model, tickets, _levels, kinds in _tickets_by_model(ctx):
+    for model, tickets, kinds in _tickets_by_model(ctx):
         if len(kinds) < 2 and len({t["seed"] for t in tickets}) < 2:
             continue
         labels = [f"{m} on {s}" for s, m in kinds]

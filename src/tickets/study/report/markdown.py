@@ -218,7 +218,7 @@ def _findings(ctx: dict, table: list[dict], vs_own: list[dict], overlap: list[di
         top = levels[-1]
         scores = ", ".join(f"{m} {pts[m][top]['score'].mean * sc:.1f}" for m in sorted(
             pts, key=lambda m: -sign * pts[m][top]["score"].mean))
-        d = dense.get((model, target, fraction))  # own tickets' methods: the standard dense model
+        d = dense.get((model, target, fraction))  # shown for reference: the standard fine-tune's mean
         wins = ", ".join(f"{m} at {best.count(m)}" for m in sorted(set(best), key=lambda m: -best.count(m)))
         lines.append(f"- Methods on **{target}**: best at {len(levels)} sparsities — {wins}; at "
                      f"{format_pct(pts[own[0]['method']][top]['sparsity'])}: {scores}"
@@ -446,7 +446,7 @@ def write_report(directory: str | Path, *, to: str | Path | None = None, latency
     tab = []
     verdict = {True: "yes", False: "no", None: "— (no dense baseline)"}
     for r in curve_rec:
-        if r["source"] is None and r["method"] is None:  # the dense rows ("dense", "dense adv-ft")
+        if r["ticket"] in ("dense", "dense adv-ft"):  # the dense baselines themselves
             continue
         d = baseline_for(r["method"], (r["model"], r["target"], r["fraction"]), dense, adv_dense)
         metric = rows_metric(rows, r["model"], r["target"])
