@@ -101,7 +101,7 @@ def test_cv_example_matches_the_cli_find_command():
         args = build_parser().parse_args(
             f"find --model resnet20-cifar10 --task cifar10 --method imp --levels 4 --rate 0.4 --train-size 2000 "
             f"--epochs 3 --limit 2000 --seed {seed} --out runs/cv".split())
-        cli_cfg, _ = _config(FindConfig, args, "find")
+        cli_cfg, _ = _config(FindConfig, args)
         assert ex.resolved_find(job.config) == ex.resolved_find(cli_cfg)
         ex.predict(job, Path("runs/cv"))
         from tickets.runs import config_hash
